@@ -1,0 +1,38 @@
+# Two commands run everything: `make serve` (API + UI on the embedded model) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch. On machines whose pip has no local CPU wheel, point pip at the CPU index, e.g.
+# TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu".
+TORCH_SPEC ?= torch==2.13.0
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install serve test test-slow lint toy-model clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+serve: install
+	$(BIN)/assistant serve --host $(HOST) --port $(PORT)
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+test-slow: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+toy-model: install
+	$(BIN)/python -m training.recipe
+
+clean:
+	rm -rf $(VENV) build *.egg-info

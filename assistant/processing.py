@@ -1,0 +1,94 @@
+"""Processors: the chat template, AnyRes grids and the LLaVA(-NeXT) processor around a tokenizer."""
+
+from __future__ import annotations
+
+from transformers import LlavaNextProcessor, LlavaProcessor, PreTrainedTokenizerBase
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+from assistant.errors import ConfigError
+from assistant.tokenizer import IMAGE_TOKEN
+
+# ChatML. Image parts become "<image>\n" before the text, as LLaVA trains; the assistant turn is wrapped
+# in {% generation %} (outside any {% if %}) so TRL's assistant_only_loss can mask everything else.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string -%}{%- set content = message['content'] -%}"
+    "{%- else -%}{%- set ns = namespace(text='') -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] in ['image', 'image_url'] -%}{%- set ns.text = ns.text + '<image>\\n' -%}"
+    "{%- elif part['type'] == 'text' -%}{%- set ns.text = ns.text + part['text'] -%}{%- endif -%}"
+    "{%- endfor -%}{%- set content = ns.text -%}{%- endif -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['role'] == 'assistant' -%}{% generation %}{{- content + '<|im_end|>' -}}{% endgeneration %}"
+    "{%- else -%}{{- content + '<|im_end|>' -}}{%- endif -%}"
+    "{{- '\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+# CLIP's normalisation, the default for vision towers built from a config.
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def anyres_grid_pinpoints(tile: int, max_tiles: int = 4) -> list[list[int]]:
+    """Every (height, width) grid of `tile`-sized crops with at most `max_tiles` crops, 1x1 excluded.
+
+    >>> anyres_grid_pinpoints(336, 4)[:3]
+    [[336, 672], [336, 1008], [336, 1344]]
+    """
+    if max_tiles < 2:
+        raise ConfigError(
+            f"max_tiles must be >= 2 for AnyRes, got {max_tiles}; use a fixed-resolution model instead"
+        )
+    grids = [
+        [rows * tile, cols * tile]
+        for rows in range(1, max_tiles + 1)
+        for cols in range(1, max_tiles + 1)
+        if 1 < rows * cols <= max_tiles
+    ]
+    return grids
+
+
+def build_processor(
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    tile_size: int,
+    patch_size: int,
+    image_grid_pinpoints: list[list[int]] | None,
+    vision_feature_select_strategy: str,
+    num_additional_image_tokens: int,
+    image_mean: list[float] | None = None,
+    image_std: list[float] | None = None,
+    chat_template: str = CHAT_TEMPLATE,
+) -> LlavaNextProcessor | LlavaProcessor:
+    """A LLaVA-NeXT processor (AnyRes) when `image_grid_pinpoints` is given, else a fixed-resolution LLaVA one."""
+    if tile_size % patch_size:
+        raise ConfigError(
+            f"tile size {tile_size} is not a multiple of patch size {patch_size}; pick sizes that divide"
+        )
+    common = dict(
+        size={"shortest_edge": tile_size},
+        crop_size={"height": tile_size, "width": tile_size},
+        image_mean=image_mean or CLIP_MEAN,
+        image_std=image_std or CLIP_STD,
+        do_center_crop=True,
+    )
+    kwargs = dict(
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        num_additional_image_tokens=num_additional_image_tokens,
+        chat_template=chat_template,
+        image_token=IMAGE_TOKEN,
+    )
+    if image_grid_pinpoints:
+        for grid in image_grid_pinpoints:
+            if len(grid) != 2 or grid[0] % tile_size or grid[1] % tile_size:
+                raise ConfigError(
+                    f"grid {grid} must be [height, width], both multiples of the tile size {tile_size}"
+                )
+        image_processor = LlavaNextImageProcessorPil(image_grid_pinpoints=image_grid_pinpoints, **common)
+        return LlavaNextProcessor(image_processor=image_processor, **kwargs)
+    return LlavaProcessor(image_processor=CLIPImageProcessorPil(**common), **kwargs)

@@ -1,0 +1,180 @@
+"""One question of one skill about a scene, with its short canonical answer.
+
+Each `ask_*` returns a `QA` or None when the scene has nothing that skill can ask unambiguously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import relations as rel
+from .describe import caption, describe
+from .records import QA, TaskContext
+from .scene import ObjectGT, Scene
+from .templates import phrase
+from .vocab import COLOR_NAMES, SHAPES, TEXT_KINDS, article, plural
+
+YES, NO = "Yes", "No"
+_REL_WORDS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
+_TEXT_READERS = {"sign": "read_sign", "price": "read_price", "number": "read_number", "word": "read_word"}
+
+
+def yes_no(flag: bool) -> str:
+    return YES if flag else NO
+
+
+def ask_caption(scene: Scene, ctx: TaskContext) -> QA:
+    return QA(phrase(ctx.rng, "caption_prompt"), caption(scene, ctx.rng), "caption", "free")
+
+
+def ask_detail(scene: Scene, ctx: TaskContext) -> QA:
+    return QA(phrase(ctx.rng, "detail"), describe(scene), "detail", "free")
+
+
+def ask_count(scene: Scene, ctx: TaskContext) -> QA:
+    rng = ctx.rng
+    mode = rng.choice(("all", "shape", "color", "pair"))
+    if mode == "all":
+        return QA(phrase(rng, "count_all"), str(len(scene.objects)), "count", "number")
+    # ask about something present two times out of three, else anything (often absent -> "0")
+    present = rng.random() < 2 / 3 and scene.objects
+    ref = rng.choice(scene.objects) if present else None
+    shape = ref.shape if ref else rng.choice(SHAPES)
+    color = ref.color if ref else rng.choice(COLOR_NAMES)
+    if mode == "shape":
+        what, n = plural(shape), rel.count(scene, shape=shape)
+    elif mode == "color":
+        what, n = f"{color} objects", rel.count(scene, color=color)
+    else:
+        what, n = f"{color} {plural(shape)}", rel.count(scene, shape=shape, color=color)
+    return QA(phrase(rng, "count", what=what), str(n), "count", "number")
+
+
+def _refer(scene: Scene, obj: ObjectGT, extra: str) -> str | None:
+    """ "star", else "<extra> star" (extra: "color" or "size"), whichever names only `obj`."""
+    if rel.count(scene, shape=obj.shape) == 1:
+        return obj.shape
+    value = getattr(obj, extra)
+    same = [o for o in scene.objects if o.shape == obj.shape and getattr(o, extra) == value]
+    return f"{value} {obj.shape}" if len(same) == 1 else None
+
+
+def _pick_named(scene: Scene, ctx: TaskContext, extra: str) -> tuple[ObjectGT, str] | None:
+    options = [(o, name) for o in scene.objects if (name := _refer(scene, o, extra))]
+    return ctx.rng.choice(options) if options else None
+
+
+def ask_color(scene: Scene, ctx: TaskContext) -> QA | None:
+    pick = _pick_named(scene, ctx, "size")  # the name must not give the colour away
+    if pick is None:
+        return None
+    obj, name = pick
+    return QA(phrase(ctx.rng, "color", name=name), obj.color, "color", "color")
+
+
+def ask_shape(scene: Scene, ctx: TaskContext) -> QA | None:
+    uniq = [o for o in scene.objects if rel.count(scene, color=o.color) == 1]
+    if not uniq:
+        return None
+    obj = ctx.rng.choice(uniq)
+    return QA(phrase(ctx.rng, "shape", name=f"{obj.color} object"), obj.shape, "shape", "shape")
+
+
+def ask_size(scene: Scene, ctx: TaskContext) -> QA | None:
+    rng = ctx.rng
+    extremes = [(w, o) for w, o in (("largest", rel.largest(scene)), ("smallest", rel.smallest(scene))) if o]
+    if extremes and rng.random() < 0.5:
+        which, obj = rng.choice(extremes)
+        return QA(phrase(rng, "extreme", which=which), obj.name, "size", "object")
+    pick = _pick_named(scene, ctx, "color")
+    if pick is None:
+        return None
+    obj, name = pick
+    return QA(phrase(rng, "size", name=name), obj.size, "size", "size")
+
+
+def ask_position(scene: Scene, ctx: TaskContext) -> QA | None:
+    rng = ctx.rng
+    named = [(o, n) for o in scene.objects if (n := rel.unique_name(scene, o))]
+    pairs = [(a, na, b, nb) for a, na in named for b, nb in named if a is not b and rel.relation(a, b)]
+    kind = rng.choice(("yes_no", "choice", "region"))
+    if kind == "region" or not pairs:
+        if not named:
+            return None
+        obj, name = rng.choice(named)
+        return QA(phrase(rng, "region", name=name), rel.region(scene, obj), "position", "region")
+    a, na, b, nb = rng.choice(pairs)
+    holds = rel.relation(a, b)
+    if kind == "choice":
+        r = rng.choice(holds)
+        key = "rel_choice_h" if r in ("left", "right") else "rel_choice_v"
+        return QA(phrase(rng, key, a=na, b=nb), r, "position", "relation")
+    yes = ctx.pick_yes(key="position")
+    opposite = {"left": "right", "right": "left", "above": "below", "below": "above"}
+    r = rng.choice(holds) if yes else opposite[rng.choice(holds)]
+    q = phrase(rng, "rel_yes_no", a=na, b=nb, rel=_REL_WORDS[r])
+    return QA(q, yes_no(yes), "position", "yes_no")
+
+
+def absent_item(scene: Scene, ctx: TaskContext, adversarial: bool) -> str:
+    """An object description ("blue star" or "star") that matches nothing in the scene."""
+    rng = ctx.rng
+    present_pairs = {(o.color, o.shape) for o in scene.objects}
+    present_shapes = {o.shape for o in scene.objects}
+    if adversarial and scene.objects:
+        # same shape, another colour
+        obj = rng.choice(scene.objects)
+        colors = [c for c in COLOR_NAMES if (c, obj.shape) not in present_pairs]
+        if colors:
+            return f"{rng.choice(colors)} {obj.shape}"
+    absent_shapes = [s for s in SHAPES if s not in present_shapes]
+    if absent_shapes and rng.random() < 0.4:
+        return rng.choice(absent_shapes)
+    pairs = [(c, s) for c in COLOR_NAMES for s in SHAPES if (c, s) not in present_pairs]
+    c, s = rng.choice(pairs)
+    return f"{c} {s}"
+
+
+def ask_existence(scene: Scene, ctx: TaskContext) -> QA:
+    rng = ctx.rng
+    yes = ctx.pick_yes(can_yes=bool(scene.objects), key="existence")
+    if yes:
+        obj = rng.choice(scene.objects)
+        what = obj.shape if rng.random() < 0.3 else obj.name
+    else:
+        what = absent_item(scene, ctx, adversarial=rng.random() < 0.5)
+    q = phrase(rng, "exists", a_what=f"{article(what)} {what}")
+    return QA(q, yes_no(yes), "existence", "yes_no")
+
+
+def ask_ocr(scene: Scene, ctx: TaskContext) -> QA:
+    rng = ctx.rng
+    texts = rel.reading_order(scene.texts)
+    if not texts or rng.random() < 0.15:
+        return QA(phrase(rng, "has_text"), yes_no(bool(texts)), "ocr", "yes_no")
+    kinds = [t.kind for t in texts]
+    mode = rng.choice(("single", "all", "has_word"))
+    single = [t for t in texts if kinds.count(t.kind) == 1]
+    if mode == "single" and single:
+        t = rng.choice(single)
+        return QA(phrase(rng, _TEXT_READERS[t.kind]), t.text, "ocr", "text")
+    if mode == "has_word":
+        yes = ctx.pick_yes(key="ocr")
+        present = {t.text for t in texts}
+        pool = [w for ws in TEXT_KINDS.values() for w in ws if w not in present]
+        text = rng.choice(texts).text if yes else rng.choice(pool)
+        return QA(phrase(rng, "has_word", text=text), yes_no(yes), "ocr", "yes_no")
+    return QA(phrase(rng, "read_all"), " ".join(t.text for t in texts), "ocr", "text")
+
+
+SKILLS: dict[str, Callable[[Scene, TaskContext], QA | None]] = {
+    "count": ask_count,
+    "color": ask_color,
+    "shape": ask_shape,
+    "size": ask_size,
+    "position": ask_position,
+    "existence": ask_existence,
+    "ocr": ask_ocr,
+    "detail": ask_detail,
+    "caption": ask_caption,
+}

@@ -1,0 +1,136 @@
+"""Phrasings for every question and caption: several per kind, so models learn tasks, not templates."""
+
+from __future__ import annotations
+
+import random
+
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    # stage 1 captions
+    "caption_prompt": (
+        "Describe the image briefly.",
+        "Write a short caption for this image.",
+        "What is in this picture? Answer in one sentence.",
+        "Summarize the image in a few words.",
+        "Give a brief description of the picture.",
+    ),
+    "caption": (
+        "{objs} on a {bg} background.",
+        "A picture of {objs}.",
+        "{objs}.",
+        "An image showing {objs}.",
+    ),
+    "caption_empty": (
+        "An empty {bg} background.",
+        "A {bg} background with no objects.",
+        "Nothing but a {bg} background.",
+    ),
+    # counting
+    "count_all": (
+        "How many objects are there in the image?",
+        "How many shapes can you see?",
+        "Count the objects in the picture.",
+        "What is the number of shapes in this image?",
+    ),
+    "count": (
+        "How many {what} are there?",
+        "How many {what} can you see in the image?",
+        "Count the {what} in the picture.",
+        "What is the number of {what} in this image?",
+    ),
+    # attributes
+    "color": (
+        "What colour is the {name}?",
+        "What color is the {name} in the image?",
+        "Which colour does the {name} have?",
+        "Tell me the color of the {name}.",
+    ),
+    "shape": (
+        "What shape is the {name}?",
+        "Which shape is the {name} in the image?",
+        "What kind of shape is the {name}?",
+        "Name the shape of the {name}.",
+    ),
+    "size": (
+        "Is the {name} small, medium or large?",
+        "What size is the {name}?",
+        "How big is the {name}: small, medium or large?",
+    ),
+    "extreme": (
+        "Which object is the {which}?",
+        "What is the {which} object in the image?",
+        "Name the {which} shape in the picture.",
+    ),
+    # position
+    "rel_yes_no": (
+        "Is the {a} {rel} the {b}?",
+        "Is the {a} located {rel} the {b}?",
+        "Looking at the image, is the {a} {rel} the {b}?",
+    ),
+    "rel_choice_h": (
+        "Is the {a} to the left or to the right of the {b}?",
+        "Is the {a} left or right of the {b}?",
+        "On which side of the {b} is the {a}, left or right?",
+    ),
+    "rel_choice_v": (
+        "Is the {a} above or below the {b}?",
+        "Is the {a} higher or lower than the {b}? Answer above or below.",
+        "Relative to the {b}, is the {a} above or below it?",
+    ),
+    "region": (
+        "Where in the image is the {name}?",
+        "In which part of the picture is the {name}?",
+        "Where is the {name} located in the image?",
+    ),
+    # existence
+    "exists": (
+        "Is there {a_what} in the image?",
+        "Does the image contain {a_what}?",
+        "Can you see {a_what} in this picture?",
+        "Is {a_what} present in the image?",
+    ),
+    # reading text
+    "read_sign": ("What does the sign say?", "What is written on the sign?", "Read the sign."),
+    "read_price": (
+        "What is the price shown?",
+        "How much does it cost?",
+        "Which price is written in the image?",
+    ),
+    "read_number": (
+        "What number is written in the image?",
+        "Which number can you read?",
+        "Read the number in the picture.",
+    ),
+    "read_word": (
+        "Which word is written in the image?",
+        "What word can you read in the picture?",
+        "Read the word shown in the image.",
+    ),
+    "read_all": (
+        "Read all the text in the image.",
+        "What text is written in the image?",
+        "Transcribe the text in this picture.",
+    ),
+    "has_text": (
+        "Is there any text in the image?",
+        "Does the image contain any writing?",
+        "Is anything written in this picture?",
+    ),
+    "has_word": (
+        'Does the image contain the text "{text}"?',
+        'Is "{text}" written in the image?',
+        'Can you read "{text}" anywhere in the picture?',
+    ),
+    # detailed description
+    "detail": (
+        "Describe the image in detail.",
+        "Give a detailed description of this picture.",
+        "What do you see in the image? Describe every object.",
+        "Describe everything in this image.",
+    ),
+}
+
+
+def phrase(rng: random.Random, key: str, **kw: object) -> str:
+    """A random phrasing of `key`, filled in, with its first letter upper-cased."""
+    text = rng.choice(TEMPLATES[key]).format(**kw)
+    return text[:1].upper() + text[1:]

@@ -1,0 +1,181 @@
+"""Write a task's records to a directory: PNG images beside LLaVA JSON / TRL JSONL files.
+
+    out/
+      images/000001.png ...   one per scene, in seed order
+      scenes.jsonl            ground truth of every image
+      manifest.json           task, n, seed range, preset, generator version
+      llava.json, messages.jsonl, qa.jsonl     (conversation tasks)
+      preference.jsonl                          (preference)
+      pope.jsonl                                (pope)
+      chair.jsonl, chair_synonyms.json          (chair)
+
+Image paths in the files are relative to the directory. The same inputs give identical bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .records import ChairItem, Conversation, PopeQuestion, PreferencePair, Record
+from .render import render
+from .scene import Scene, SceneConfig
+from .vocab import SHAPE_SYNONYMS
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = "toyworld-1"
+IMAGE_TOKEN = "<image>"
+
+
+def image_path(index: int) -> str:
+    """Relative path of the `index`-th (0-based) scene's image."""
+    return f"images/{index + 1:06d}.png"
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_images(
+    out: Path, scenes: Sequence[Scene], progress: Callable[[Iterable[Scene]], Iterable[Scene]] = iter
+) -> None:
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for i, scene in enumerate(progress(scenes)):
+        render(scene).save(out / image_path(i), format="PNG")
+    _write_jsonl(
+        out / "scenes.jsonl", ({"image": image_path(i), **s.to_dict()} for i, s in enumerate(scenes))
+    )
+
+
+def _user(text: str, with_image: bool) -> dict[str, Any]:
+    content: list[dict[str, Any]] = [{"type": "image"}] if with_image else []
+    return {"role": "user", "content": [*content, {"type": "text", "text": text}]}
+
+
+def _assistant(text: str) -> dict[str, Any]:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+def llava_row(rid: str, image: str, conv: Conversation) -> dict[str, Any]:
+    turns = []
+    for k, qa in enumerate(conv.turns):
+        turns.append({"from": "human", "value": f"{IMAGE_TOKEN}\n{qa.question}" if k == 0 else qa.question})
+        turns.append({"from": "gpt", "value": qa.answer})
+    return {"id": rid, "image": image, "conversations": turns, "task": conv.task}
+
+
+def messages_row(image: str, conv: Conversation) -> dict[str, Any]:
+    messages = []
+    for k, qa in enumerate(conv.turns):
+        messages += [_user(qa.question, with_image=k == 0), _assistant(qa.answer)]
+    return {"messages": messages, "images": [image]}
+
+
+def preference_row(image: str, pair: PreferencePair) -> dict[str, Any]:
+    return {
+        "prompt": [_user(pair.question, with_image=True)],
+        "chosen": [_assistant(pair.chosen)],
+        "rejected": [_assistant(pair.rejected)],
+        "images": [image],
+        "task": pair.task,
+        "hallucination": pair.hallucination,
+    }
+
+
+def _write_records(out: Path, fmt: str, records: Sequence[Record], images: dict[int, str]) -> list[str]:
+    if fmt == "conversation":
+        convs = [r for r in records if isinstance(r, Conversation)]
+        ids = [f"{i:06d}" for i in range(len(convs))]
+        _write_json(
+            out / "llava.json",
+            [llava_row(i, images[c.scene_seed], c) for i, c in zip(ids, convs, strict=True)],
+        )
+        _write_jsonl(out / "messages.jsonl", (messages_row(images[c.scene_seed], c) for c in convs))
+        qa_rows = (
+            {
+                "question_id": f"{rid}-{k}",
+                "image": images[c.scene_seed],
+                "text": qa.question,
+                "answer": qa.answer,
+                "task": qa.task,
+                "answer_type": qa.answer_type,
+                "turn": k,
+                "scene_seed": c.scene_seed,
+            }
+            for rid, c in zip(ids, convs, strict=True)
+            for k, qa in enumerate(c.turns)
+        )
+        _write_jsonl(out / "qa.jsonl", qa_rows)
+        return ["llava.json", "messages.jsonl", "qa.jsonl"]
+    if fmt == "preference":
+        pairs = [r for r in records if isinstance(r, PreferencePair)]
+        _write_jsonl(out / "preference.jsonl", (preference_row(images[p.scene_seed], p) for p in pairs))
+        return ["preference.jsonl"]
+    if fmt == "pope":
+        qs = [r for r in records if isinstance(r, PopeQuestion)]
+        rows = (
+            {"question_id": i, "image": images[q.scene_seed], "scene_seed": q.scene_seed, **_fields(q)}
+            for i, q in enumerate(qs)
+        )
+        _write_jsonl(out / "pope.jsonl", rows)
+        return ["pope.jsonl"]
+    if fmt == "chair":
+        items = [r for r in records if isinstance(r, ChairItem)]
+        rows = ({"image_id": i, "image": images[c.scene_seed], **_fields(c)} for i, c in enumerate(items))
+        _write_jsonl(out / "chair.jsonl", rows)
+        _write_json(out / "chair_synonyms.json", {k: list(v) for k, v in SHAPE_SYNONYMS.items()})
+        return ["chair.jsonl", "chair_synonyms.json"]
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _fields(record: PopeQuestion | ChairItem) -> dict[str, Any]:
+    d = dataclasses.asdict(record)
+    d.pop("scene_seed", None)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def write_dataset(
+    out: Path,
+    *,
+    task: str,
+    fmt: str,
+    scenes: Sequence[Scene],
+    records: Sequence[Record],
+    seed: int,
+    preset: str,
+    config: SceneConfig,
+    eval_split: bool,
+    progress: Callable[[Iterable[Scene]], Iterable[Scene]] = iter,
+) -> Path:
+    """Images, ground truth, the task's files and `manifest.json` under `out`; returns `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_images(out, scenes, progress)
+    images = {s.seed: image_path(i) for i, s in enumerate(scenes)}
+    files = _write_records(out, fmt, records, images)
+    manifest = {
+        "task": task,
+        "format": fmt,
+        "n": len(scenes),
+        "records": len(records),
+        "seed": seed,
+        "seeds": [scenes[0].seed, scenes[-1].seed] if scenes else [],
+        "eval": eval_split,
+        "preset": preset,
+        "config": dataclasses.asdict(config),
+        "generator_version": GENERATOR_VERSION,
+        "files": ["scenes.jsonl", *files],
+    }
+    _write_json(out / "manifest.json", manifest)
+    log.info("wrote %d images and %d %s records to %s", len(scenes), len(records), task, out)
+    return out

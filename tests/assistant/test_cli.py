@@ -1,0 +1,84 @@
+"""The `assistant` console script, run as a real subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CLI = [sys.executable, "-m", "assistant"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_the_subcommands():
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("chat", "build"):
+        assert command in out.stdout
+
+
+def test_chat_answers_a_question_about_an_image(tiny_model_dir, red_image, tmp_path):
+    image = tmp_path / "red.png"
+    red_image.save(image)
+    out = run(
+        "chat", "--model", str(tiny_model_dir), "--image", str(image), "--max-tokens", "5", "what colour?"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()  # the tiny model is untrained: any non-empty answer
+
+
+def test_user_errors_are_one_line_without_traceback(tiny_model_dir, tmp_path):
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("this is text")
+    cases = [
+        (["chat", "--model", str(tmp_path / "missing"), "hi"], "could not read a model config"),
+        (["chat", "--model", str(tmp_path), "hi"], "has no config.json"),
+        (["chat", "--model", str(tiny_model_dir), "--image", str(not_image), "hi"], "not a readable image"),
+        (
+            ["chat", "--model", str(tiny_model_dir), "--image", str(tmp_path / "none.png"), "hi"],
+            "does not exist",
+        ),
+    ]
+    for args, message in cases:
+        out = run(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert message in out.stderr
+        assert "Traceback" not in out.stderr
+        assert out.stderr.count("error:") == 1
+
+
+def test_build_then_chat_from_local_directories(tmp_path, tiny_tokenizer, red_image):
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    from tests.conftest import TINY_VISION, tiny_language
+
+    strip = lambda d: {k: v for k, v in d.items() if k != "model_type"}  # noqa: E731
+    CLIPVisionModel(CLIPVisionConfig(**strip(TINY_VISION))).save_pretrained(tmp_path / "vision")
+    LlamaForCausalLM(LlamaConfig(**strip(tiny_language(len(tiny_tokenizer))))).save_pretrained(
+        tmp_path / "lm"
+    )
+    tiny_tokenizer.save_pretrained(tmp_path / "lm")
+    out = run(
+        "build",
+        "--vision",
+        str(tmp_path / "vision"),
+        "--language",
+        str(tmp_path / "lm"),
+        "--out",
+        str(tmp_path / "m"),
+    )
+    assert out.returncode == 0, out.stderr
+    red_image.save(tmp_path / "red.png")
+    out = run(
+        "chat",
+        "--model",
+        str(tmp_path / "m"),
+        "--image",
+        str(tmp_path / "red.png"),
+        "--max-tokens",
+        "3",
+        "hi",
+    )
+    assert out.returncode == 0, out.stderr

@@ -1,0 +1,165 @@
+"""Tasks: registry, phrasing variety, balanced yes/no, grounded answers, hallucinated rejections."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from functools import lru_cache
+
+import pytest
+
+from assistant.toyworld import (
+    PRESETS,
+    TASKS,
+    Scene,
+    build_records,
+    canonical_shapes,
+    generate_scene,
+    get_task,
+)
+from assistant.toyworld.describe import describe
+from assistant.toyworld.records import ChairItem, Conversation, PopeQuestion, PreferencePair
+from assistant.toyworld.relations import count
+from assistant.toyworld.templates import TEMPLATES
+from assistant.toyworld.vocab import COLOR_NAMES, PLURALS, SHAPE_SYNONYMS, SHAPES, chair_words
+
+
+@lru_cache(maxsize=4)
+def scenes(preset: str = "tiny", n: int = 200) -> tuple[Scene, ...]:
+    return tuple(generate_scene(s, PRESETS[preset]) for s in range(n))
+
+
+def by_seed(preset: str = "tiny") -> dict[int, Scene]:
+    return {s.seed: s for s in scenes(preset)}
+
+
+def test_registry_names_and_refusal() -> None:
+    assert {"caption", "instruct", "preference", "pope", "chair", "ocr"} <= set(TASKS)
+    with pytest.raises(ValueError, match=r"unknown task 'x'; choose from \["):
+        get_task("x")
+
+
+def test_every_template_kind_has_several_phrasings() -> None:
+    for key, phrasings in TEMPLATES.items():
+        assert len(set(phrasings)) >= 3, key
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_builds_and_is_deterministic(name: str) -> None:
+    few = scenes("tiny")[:40]
+    a, b = build_records(name, few, 0), build_records(name, few, 0)
+    assert a and a == b
+    assert build_records(name, few, 1) != a or name in ("chair",)
+
+
+def test_questions_vary_in_phrasing() -> None:
+    qs = [qa.question for c in build_records("count", scenes(), 0) for qa in c.turns]
+    assert len({re.sub(r"\b(red|orange|yellow|green|blue|purple|pink|brown)\b", "C", q) for q in qs}) >= 10
+
+
+def _turns(name: str, preset: str = "tiny") -> list[tuple[Scene, object]]:
+    seeds = by_seed(preset)
+    return [(seeds[c.scene_seed], qa) for c in build_records(name, scenes(preset), 0) for qa in c.turns]
+
+
+def test_answers_are_short_canonical_and_grounded() -> None:
+    for scene, qa in _turns("instruct"):
+        assert qa.task and qa.answer_type
+        if qa.answer_type == "number":
+            assert qa.answer.isdigit()
+        if qa.answer_type == "yes_no":
+            assert qa.answer in ("Yes", "No")
+        if qa.answer_type == "color":
+            assert qa.answer in COLOR_NAMES and any(o.color == qa.answer for o in scene.objects)
+        if qa.answer_type == "shape":
+            assert qa.answer in SHAPES and any(o.shape == qa.answer for o in scene.objects)
+        if qa.task == "count" and qa.question.startswith(("How many objects", "Count the objects")):
+            assert qa.answer == str(len(scene.objects))
+
+
+def test_count_answers_match_ground_truth() -> None:
+    for scene, qa in _turns("count"):
+        m = re.search(r"(?:many|Count the|number of) (\w+)(?: (\w+))?", qa.question)
+        assert m
+        words = [w for w in m.groups() if w]
+        color = next((w for w in words if w in COLOR_NAMES), None)
+        shape = next((s for s, p in PLURALS.items() if p in words), None)
+        if shape or color:
+            assert qa.answer == str(count(scene, shape=shape, color=color)), qa
+
+
+def test_existence_yes_no_balanced() -> None:
+    answers = Counter(qa.answer for _, qa in _turns("existence"))
+    assert abs(answers["Yes"] - answers["No"]) <= 0.05 * sum(answers.values()), answers
+    for scene, qa in _turns("existence"):
+        what = (
+            re.search(r"(?:there|contain|see|Is) an? (.+?)(?: in| present|\?)", qa.question).group(1).split()
+        )
+        shape, color = what[-1], (what[0] if len(what) == 2 else None)
+        assert qa.answer == ("Yes" if count(scene, shape=shape, color=color) else "No"), qa
+
+
+def test_pope_balanced_per_category_and_correct() -> None:
+    recs = build_records("pope", scenes(), 0)
+    seeds = by_seed()
+    assert all(isinstance(r, PopeQuestion) for r in recs)
+    per = Counter((r.category, r.label) for r in recs)
+    for cat in ("random", "popular", "adversarial"):
+        assert per[(cat, "yes")] == per[(cat, "no")] > 50, per
+    for r in recs:
+        words = r.object.split()
+        shape, color = words[-1], (words[0] if len(words) == 2 else None)
+        assert r.label == ("yes" if count(seeds[r.scene_seed], shape=shape, color=color) else "no")
+        assert r.text == f"Is there {'an' if r.object[0] in 'aeiou' else 'a'} {r.object} in the image?"
+    # adversarial negatives are mostly the same shape in another colour
+    adv = [r for r in recs if r.category == "adversarial" and r.label == "no"]
+    same = sum(1 for r in adv if any(o.shape == r.object.split()[-1] for o in seeds[r.scene_seed].objects))
+    assert same >= len(adv) // 2
+
+
+def test_preference_rejected_contradicts_ground_truth() -> None:
+    recs = build_records("preference", scenes(), 0)
+    assert {r.hallucination for r in recs} == {"object", "attribute", "count"}
+    for r in recs:
+        assert isinstance(r, PreferencePair) and r.chosen != r.rejected
+        if r.task == "count":
+            assert r.chosen.isdigit() and r.rejected.isdigit() and int(r.rejected) != int(r.chosen)
+        if r.task == "detail":
+            assert r.chosen == describe(by_seed()[r.scene_seed])
+        if r.task == "existence":
+            assert (r.chosen, r.rejected) == ("No", "Yes")
+            assert "Is" in r.question or "Does" in r.question or "Can" in r.question
+
+
+def test_chair_ground_truth_and_synonyms() -> None:
+    seeds = by_seed()
+    for item in build_records("chair", scenes()[:50], 0):
+        assert isinstance(item, ChairItem)
+        scene = seeds[item.scene_seed]
+        assert set(item.objects) == {o.shape for o in scene.objects}
+        assert canonical_shapes(item.reference) == set(item.objects)  # the reference never hallucinates
+    text = "Two boxes, a disc, three plus signs, a rhombus, some Balls and a boxer near a hexagon."
+    assert canonical_shapes(text) == {"square", "circle", "cross", "diamond", "hexagon"}
+    assert ("plus signs", "cross") in chair_words(text)
+    owners = Counter(w for words in SHAPE_SYNONYMS.values() for w in words)
+    assert all(n == 1 for n in owners.values()), "a synonym belongs to two shapes"
+    for shape, plural in PLURALS.items():
+        assert canonical_shapes(plural) == {shape}
+
+
+def test_ocr_questions_read_the_scene_text() -> None:
+    turns = _turns("ocr", "ocr")
+    assert len({qa.question for _, qa in turns}) >= 8
+    for scene, qa in turns:
+        texts = [t.text for t in scene.texts]
+        if qa.answer_type == "text":
+            assert all(part in " ".join(texts) for part in qa.answer.split(" ")), (qa, texts)
+
+
+def test_multiturn_conversations_have_several_turns() -> None:
+    convs = build_records("multiturn", scenes(), 0)
+    assert all(isinstance(c, Conversation) for c in convs)
+    seeds = by_seed()
+    busy = [c for c in convs if len(seeds[c.scene_seed].objects) >= 2]
+    assert sum(len(c.turns) >= 3 for c in busy) >= 0.9 * len(busy)
+    assert len({qa.task for c in convs for qa in c.turns}) >= 6
