@@ -1,0 +1,139 @@
+"""Stages 1-3 and merge, for real: a tiny LLaVA-NeXT trained a few steps on toy-world data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText
+from trl import DPOConfig, ModelConfig, SFTConfig
+
+from tests.training.conftest import train_config
+from training import dpo, merge, pretrain, sft
+
+
+def losses(out: Path) -> list[float]:
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    return [h["loss"] for h in history if "loss" in h]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    """The saved tensors; transformers writes the checkpoint layout vLLM reads (`language_model.model...`)."""
+    return load_file(path / "model.safetensors")
+
+
+def changed(before: dict, after: dict, prefix: str) -> bool:
+    keys = [k for k in before if k.startswith(prefix)]
+    assert keys, prefix
+    return any(not torch.equal(before[k], after[k]) for k in keys)
+
+
+def test_pretrain_assembles_from_parts_and_trains_only_the_connector(tmp_path, toy_data, tiny_model_dir):
+    # the parts, saved as hub-style directories
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    from transformers import AutoProcessor, LlamaConfig, LlamaForCausalLM
+
+    model.model.vision_tower.save_pretrained(tmp_path / "vision")
+    lm = LlamaForCausalLM(LlamaConfig(**model.config.text_config.to_dict()))
+    lm.model.load_state_dict(model.model.language_model.state_dict())
+    lm.save_pretrained(tmp_path / "lm")
+    AutoProcessor.from_pretrained(tiny_model_dir).tokenizer.save_pretrained(tmp_path / "lm")
+
+    out = pretrain.main(
+        pretrain.PretrainScriptArgs(
+            dataset=str(toy_data["caption"]),
+            vision=str(tmp_path / "vision"),
+            language=str(tmp_path / "lm"),
+            image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]],
+        ),
+        train_config(SFTConfig, tmp_path / "stage1", max_steps=8, learning_rate=1e-2),
+        ModelConfig(),
+    )
+    before, after = weights(out / "assembled"), weights(out)
+    assert changed(before, after, "multi_modal_projector.")
+    assert not changed(before, after, "language_model.")
+    assert not changed(before, after, "vision_tower.")
+    history = losses(out)
+    assert min(history[-3:]) < history[0]
+
+
+def test_sft_full_lowers_the_loss_and_changes_the_llm_not_the_vision_tower(
+    tmp_path, toy_data, tiny_model_dir
+):
+    out = sft.main(
+        sft.SFTScriptArgs(dataset=str(toy_data["instruct"]), max_samples=8),
+        train_config(SFTConfig, tmp_path / "sft", max_steps=12),
+        ModelConfig(model_name_or_path=str(tiny_model_dir)),
+    )
+    before, after = weights(tiny_model_dir), weights(out)
+    assert changed(before, after, "language_model.")
+    assert changed(before, after, "multi_modal_projector.")
+    assert not changed(before, after, "vision_tower.")
+    history = losses(out)
+    assert sum(history[-3:]) / 3 < history[0], history
+    assert json.loads((out / "data_report.json").read_text())["skipped"] == 0
+
+
+@pytest.mark.parametrize("variant", ["lora", "dora", "qlora"])
+def test_adapters_train_and_merge_into_a_loadable_model(
+    tmp_path, toy_data, tiny_model_dir, red_image, variant
+):
+    model_args = ModelConfig(
+        model_name_or_path=str(tiny_model_dir),
+        use_peft=True,
+        lora_r=4,
+        lora_alpha=8,
+        use_dora=variant == "dora",
+        load_in_4bit=variant == "qlora",
+    )
+    out = sft.main(
+        sft.SFTScriptArgs(dataset=str(toy_data["instruct"]), max_samples=8),
+        train_config(SFTConfig, tmp_path / variant, max_steps=3),
+        model_args,
+    )
+    adapter = load_file(out / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(float(v.float().abs().sum()) > 0 for v in lora_b)  # B starts at zero: it trained
+
+    merged = merge.main(merge.MergeArgs(adapter=str(out), out=str(tmp_path / f"{variant}-merged")))
+    assert changed(weights(tiny_model_dir), weights(merged), "language_model.")
+    from assistant.inference import Assistant
+
+    answer = Assistant.load(merged).chat(
+        [{"role": "user", "content": "hi"}], images=[red_image], max_new_tokens=3
+    )
+    assert answer.completion_tokens >= 1
+
+
+def test_dpo_with_an_explicit_reference_changes_the_policy(tmp_path, toy_data, tiny_model_dir):
+    out = dpo.main(
+        dpo.DPOScriptArgs(dataset=str(toy_data["preference"]), max_samples=8),
+        train_config(DPOConfig, tmp_path / "dpo", max_steps=3, learning_rate=1e-2),
+        ModelConfig(model_name_or_path=str(tiny_model_dir)),
+    )
+    assert changed(weights(tiny_model_dir), weights(out), "language_model.")
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert any("rewards/margins" in h for h in history)
+
+
+def test_resume_continues_from_the_last_complete_checkpoint(tmp_path, toy_data, tiny_model_dir):
+    args = sft.SFTScriptArgs(dataset=str(toy_data["instruct"]), max_samples=8)
+    model_args = ModelConfig(model_name_or_path=str(tiny_model_dir))
+    straight = sft.main(
+        args, train_config(SFTConfig, tmp_path / "straight", max_steps=4, save_steps=2), model_args
+    )
+
+    resumed_dir = tmp_path / "resumed"
+    sft.main(args, train_config(SFTConfig, resumed_dir, max_steps=2, save_steps=2), model_args)
+    # a checkpoint write that was killed half-way leaves only a staging directory, which resume ignores
+    (resumed_dir / ".staging" / "checkpoint-3").mkdir(parents=True)
+    resumed = sft.main(
+        args,
+        train_config(SFTConfig, resumed_dir, max_steps=4, save_steps=2, resume_from_checkpoint="true"),
+        model_args,
+    )
+    assert losses(resumed)[-2:] == pytest.approx(losses(straight)[-2:], rel=1e-4)
+    assert sorted(p.name for p in resumed_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]

@@ -1,0 +1,174 @@
+"""What every training stage shares: script arguments, loading a model for training (full, LoRA/DoRA, QLoRA),
+atomic checkpoints, and writing a finished model directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig, PreTrainedModel
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig
+
+from assistant.errors import ConfigError
+from assistant.modeling import PARTS, save_model, set_trainable
+
+log = logging.getLogger(__name__)
+
+# LoRA on the language model only: CLIP has q_proj/v_proj too (STACK.md).
+DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+# With a quantized base, TRL casts every trainable parameter to bf16, and a fully trained projector (modules_to_save)
+# would then meet fp32 inputs; LoRA layers cast their inputs, so the projector gets LoRA adapters instead.
+QUANTIZED_LORA_TARGETS = r".*(language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)|multi_modal_projector\.linear_[12])"
+# Full module prefixes: short names would quantize the vision tower too (STACK.md).
+QUANT_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+
+@dataclass
+class DataArgs:
+    dataset: str = field(
+        metadata={"help": "Data file (LLaVA .json, TRL .jsonl), a directory holding one, or a hub name."}
+    )
+    image_root: str | None = field(default=None, metadata={"help": "Directory image paths are relative to."})
+    max_skip_share: float = field(
+        default=0.01,
+        metadata={"help": "Stop if more than this share of samples have missing/corrupt images."},
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Use at most this many samples."})
+    train_parts: list[str] = field(
+        default_factory=lambda: ["connector", "language_model"],
+        metadata={"help": f"Parts trained in full fine-tuning, from {sorted(PARTS)}."},
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_skip_share <= 1.0:
+            raise ConfigError(f"max_skip_share must be between 0 and 1, got {self.max_skip_share}")
+        unknown = set(self.train_parts) - set(PARTS)
+        if unknown:
+            raise ConfigError(f"unknown train_parts {sorted(unknown)}; choose from {sorted(PARTS)}")
+
+
+def quantization_config(model_args: ModelConfig) -> BitsAndBytesConfig | None:
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return None
+    if not model_args.use_peft:
+        raise ConfigError("a 4/8-bit base model can only be trained with adapters; add --use_peft")
+    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    if model_args.load_in_4bit:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=model_args.use_bnb_nested_quant,
+            bnb_4bit_compute_dtype=compute,
+            llm_int8_skip_modules=QUANT_SKIP_MODULES,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP_MODULES)
+
+
+def lora_config(model_args: ModelConfig):
+    from peft import LoraConfig
+
+    quantized = model_args.load_in_4bit or model_args.load_in_8bit
+    targets = model_args.lora_target_modules
+    if not targets or targets == ["default"]:
+        targets = QUANTIZED_LORA_TARGETS if quantized else DEFAULT_LORA_TARGETS
+    return LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=targets,
+        modules_to_save=model_args.lora_modules_to_save or (None if quantized else ["multi_modal_projector"]),
+        use_dora=model_args.use_dora,
+        use_rslora=model_args.use_rslora,
+        bias="none",
+    )
+
+
+def load_model_for_training(model_args: ModelConfig, data_args: DataArgs) -> tuple[PreTrainedModel, object]:
+    """A saved LLaVA(-NeXT) directory, loaded fresh (a 4-bit model must not have run a no-grad forward first)."""
+    if not model_args.model_name_or_path:
+        raise ConfigError("--model_name_or_path is required: a model directory written by an earlier stage")
+    quant = quantization_config(model_args)
+    dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_args.model_name_or_path, dtype=dtype, quantization_config=quant
+    )
+    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
+    if not model_args.use_peft:
+        trainable = set_trainable(model, data_args.train_parts)
+        log.info("full fine-tuning of %s: %.2fM trainable parameters", data_args.train_parts, trainable / 1e6)
+    return model, processor
+
+
+class AtomicCheckpointMixin:
+    """Write each checkpoint into a staging directory and rename it into place, so a run killed mid-write never
+    leaves a `checkpoint-N` that `--resume_from_checkpoint` would pick up half-written."""
+
+    def _save_checkpoint(self, model, trial):  # noqa: D401 - Trainer hook
+        from transformers.trainer_utils import rotate_checkpoints
+
+        run_dir = Path(self._get_output_dir(trial=trial))
+        staging_root = run_dir / ".staging"
+        shutil.rmtree(staging_root, ignore_errors=True)
+        real_get_output_dir = self._get_output_dir
+        self._get_output_dir = lambda trial=None: str(staging_root)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._get_output_dir = real_get_output_dir
+        if self.args.should_save:
+            name = f"checkpoint-{self.state.global_step}"
+            for path in (staging_root / name).rglob("*"):
+                if path.is_file():
+                    with open(path, "rb") as fh:
+                        os.fsync(fh.fileno())
+            final = run_dir / name
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staging_root / name, final)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            rotate_checkpoints(
+                output_dir=str(run_dir), save_total_limit=self.args.save_total_limit, use_mtime=False
+            )
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """transformers 5.24 saves LLaVA weights in the legacy key layout (`language_model.model.*`) and Trainer's
+        resume reads them back with a non-strict `load_state_dict`, silently loading nothing. Load full-model
+        checkpoints through `from_pretrained`, which maps the keys, and copy them in strictly."""
+        model = self.model if model is None else model
+        weights = Path(resume_from_checkpoint) / "model.safetensors"
+        if getattr(model, "peft_config", None) or self.is_fsdp_enabled or not weights.is_file():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        log.info("loading model weights from %s", resume_from_checkpoint)
+        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+
+
+def resume_checkpoint(output_dir: str, resume: str | bool | None) -> str | None:
+    """`--resume_from_checkpoint true` means the newest complete checkpoint in output_dir (if any)."""
+    if resume in (None, False, "false", "False", ""):
+        return None
+    if resume in (True, "true", "True"):
+        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if last is None:
+            log.info("no checkpoint in %s yet; starting from scratch", output_dir)
+        return last
+    if not Path(resume).is_dir():
+        raise ConfigError(f"checkpoint {resume!r} does not exist; give a checkpoint-N directory or 'true'")
+    return str(resume)
+
+
+def save_final(trainer, processor, output_dir: str | Path, peft: bool) -> Path:
+    """The finished stage as one directory: a full model (loads everywhere) or an adapter plus the processor."""
+    out = Path(output_dir)
+    trainer.save_state()  # trainer_state.json with the loss history, beside the weights
+    if peft:
+        trainer.save_model(str(out))  # adapter weights + adapter_config.json
+        processor.save_pretrained(out)
+    else:
+        save_model(trainer.model, processor, out)
+    return out
