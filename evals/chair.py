@@ -1,0 +1,82 @@
+"""CHAIR (Rohrbach et al. 2018): how many of the objects a description mentions are not in the image.
+
+    CHAIR_i = hallucinated object mentions / all object mentions
+    CHAIR_s = descriptions with at least one hallucinated mention / all descriptions
+
+Convention: like the original `chair.py`, every mention counts (a description that says "a cat ...
+the cat" mentions cat twice), so CHAIR_i is per mention, not per distinct object; some later
+re-implementations deduplicate per description, which gives a lower CHAIR_i when a hallucinated
+object is repeated. `ChairScores.chair_i_unique` reports that variant too. Coverage (the share
+of ground-truth objects mentioned) is reported beside it, since an empty description has CHAIR 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from assistant.toyworld import chair_words
+
+from .vocab_coco import coco_chair_words
+
+WordFinder = Callable[[str], list[tuple[str, str]]]
+VOCABULARIES: dict[str, WordFinder] = {"toyworld": chair_words, "coco": coco_chair_words}
+
+
+def get_vocabulary(name: str) -> WordFinder:
+    if name not in VOCABULARIES:
+        raise ValueError(f"unknown CHAIR vocabulary {name!r}; choose from {sorted(VOCABULARIES)}")
+    return VOCABULARIES[name]
+
+
+@dataclass(frozen=True)
+class ChairScores:
+    n: int
+    chair_s: float
+    chair_i: float
+    chair_i_unique: float
+    coverage: float
+    mentions: int
+    hallucinated_mentions: int
+    mean_objects_mentioned: float
+    empty: int  # descriptions that mention no object at all
+
+
+def chair_item(text: str, truth: set[str], vocabulary: str = "toyworld") -> tuple[list[str], list[str]]:
+    """(mentioned categories in order, with repeats; the hallucinated ones among them)."""
+    mentioned = [category for _, category in get_vocabulary(vocabulary)(text)]
+    return mentioned, [c for c in mentioned if c not in truth]
+
+
+def score_chair(
+    descriptions: Sequence[str], truths: Sequence[set[str] | Sequence[str]], vocabulary: str = "toyworld"
+) -> ChairScores:
+    """Score descriptions against the ground-truth object categories of their images."""
+    if len(descriptions) != len(truths):
+        raise ValueError(
+            f"descriptions and truths differ in length: descriptions {len(descriptions)}, truths {len(truths)}"
+        )
+    mentions = hallucinated = unique = unique_hall = covered = total_truth = with_hall = empty = 0
+    for text, truth in zip(descriptions, truths, strict=True):
+        truth = set(truth)
+        mentioned, hall = chair_item(text, truth, vocabulary)
+        mentions += len(mentioned)
+        hallucinated += len(hall)
+        unique += len(set(mentioned))
+        unique_hall += len(set(hall))
+        covered += len(set(mentioned) & truth)
+        total_truth += len(truth)
+        with_hall += bool(hall)
+        empty += not mentioned
+    n = len(descriptions)
+    return ChairScores(
+        n=n,
+        chair_s=with_hall / n if n else 0.0,
+        chair_i=hallucinated / mentions if mentions else 0.0,
+        chair_i_unique=unique_hall / unique if unique else 0.0,
+        coverage=covered / total_truth if total_truth else 0.0,
+        mentions=mentions,
+        hallucinated_mentions=hallucinated,
+        mean_objects_mentioned=unique / n if n else 0.0,
+        empty=empty,
+    )

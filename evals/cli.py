@@ -1,0 +1,63 @@
+"""`assistant eval pope|chair|vqa|ocr|judge ...`: run one benchmark and write its report.
+
+assistant eval pope --data data/toy-pope --blind --out reports/pope              # embedded model
+assistant eval vqa --config configs/evals/toy_vqa.yaml --base-url http://127.0.0.1:8000/v1 --model toy
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from .config import BENCHMARK_NAMES, EvalArgs, load_args
+
+log = logging.getLogger(__name__)
+
+_HELP = {
+    "pope": "POPE yes/no object probing (random, popular, adversarial).",
+    "chair": "CHAIR_s / CHAIR_i over detailed descriptions.",
+    "vqa": "Toy-world skill VQA: accuracy per question type.",
+    "ocr": "Reading text: exact match and ANLS.",
+    "judge": "MMHal-style judge ratings 0-6 and hallucination rate.",
+}
+
+
+def _add_fields(p: argparse.ArgumentParser) -> None:
+    for f in fields(EvalArgs):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif f.name == "categories":
+            p.add_argument(flag, nargs="+", default=None, help=help_text)
+        else:
+            kind = {"int | None": int, "int": int, "float": float}.get(str(f.type), str)
+            default_note = "" if f.default in (MISSING, None) else f" (default: {f.default})"
+            p.add_argument(flag, type=kind, default=None, help=help_text + default_note)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .jobs import run_benchmark
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(EvalArgs)}
+    if args.config and not overrides["out"]:
+        config = Path(args.config)
+        overrides["out"] = str(config.parent / f"{config.stem}-{args.benchmark}")
+    eval_args = load_args(args.config, overrides)
+    report, paths = run_benchmark(args.benchmark, eval_args)
+    headline = report.scores["image"].get("all") or next(iter(report.scores["image"].values()))
+    summary = ", ".join(f"{m}={headline[m]:.4f}" for m in report.headline if m in headline)
+    log.info("%s on %s: %s; report in %s", args.benchmark, report.model, summary, paths["md"].parent)
+    return 0
+
+
+def add_subcommand(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="Evaluate a model: POPE, CHAIR, skill VQA, OCR, judge.")
+    benchmarks = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for name in BENCHMARK_NAMES:
+        b = benchmarks.add_parser(name, help=_HELP[name])
+        b.add_argument("--config", help="YAML file of these arguments; the report goes beside it.")
+        _add_fields(b)
+        b.set_defaults(func=cmd_eval)

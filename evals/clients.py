@@ -1,0 +1,121 @@
+"""Who answers: any OpenAI-compatible endpoint (`OpenAIClient`) or a model loaded in-process
+(`InProcessClient`). Both have one method, `answer(messages, images, max_tokens) -> str`.
+
+Messages use the chat shape of `assistant.inference`: `{"type": "image"}` parts take the given
+images in order. Decoding is greedy (temperature 0) so that runs are repeatable.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import mimetypes
+from pathlib import Path
+from typing import Any, Protocol
+
+import openai
+
+from assistant.errors import AssistantError
+
+log = logging.getLogger(__name__)
+
+
+class EvalError(AssistantError):
+    """An evaluation could not run (endpoint unreachable, dataset unreadable, cache mismatch)."""
+
+
+class AnswerError(Exception):
+    """One question could not be answered (the endpoint refused it); the run goes on and reports it."""
+
+
+class AnswerClient(Protocol):
+    name: str
+
+    def answer(self, messages: list[dict[str, Any]], images: list[str | Path], max_tokens: int) -> str: ...
+
+
+def data_url(path: str | Path) -> str:
+    mime = mimetypes.guess_type(str(path))[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
+
+
+def to_openai_messages(messages: list[dict[str, Any]], images: list[str | Path]) -> list[dict[str, Any]]:
+    """Replace `{"type": "image"}` parts by `image_url` parts carrying the images as data URLs."""
+    pending = list(images)
+    out = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if part.get("type") == "image":
+                    if not pending:
+                        raise ValueError("more image parts than images; give one image per image part")
+                    parts.append({"type": "image_url", "image_url": {"url": data_url(pending.pop(0))}})
+                else:
+                    parts.append(part)
+            content = parts
+        out.append({"role": m["role"], "content": content})
+    if pending:
+        raise ValueError(f"{len(pending)} image(s) left over; give one image per image part")
+    return out
+
+
+class OpenAIClient:
+    """Chat completions from any OpenAI-compatible server. Retries (429, 5xx, connection errors)
+    are the `openai` client's own, with exponential backoff and `Retry-After` honoured."""
+
+    def __init__(
+        self, base_url: str, model: str, api_key: str = "EMPTY", max_retries: int = 4, timeout: float = 120.0
+    ) -> None:
+        self.name = model
+        self.base_url = base_url
+        self.client = openai.OpenAI(
+            base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout
+        )
+
+    def answer(self, messages: list[dict[str, Any]], images: list[str | Path], max_tokens: int) -> str:
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.name,
+                messages=to_openai_messages(messages, images),
+                max_tokens=max_tokens,
+                temperature=0.0,
+            )
+        except openai.APIConnectionError as exc:
+            raise EvalError(
+                f"could not reach {self.base_url} after retries; start the server or check --base-url"
+            ) from exc
+        except openai.AuthenticationError as exc:
+            raise EvalError(f"{self.base_url} refused the API key; pass the right --api-key") from exc
+        except openai.NotFoundError as exc:
+            raise EvalError(
+                f"{self.base_url} has no chat completions for model {self.name!r}; check --base-url and --model"
+            ) from exc
+        except openai.APIStatusError as exc:
+            raise AnswerError(f"HTTP {exc.status_code}") from exc
+        if not reply.choices:
+            raise AnswerError("the reply has no choices")
+        return reply.choices[0].message.content or ""
+
+
+class InProcessClient:
+    """A model directory loaded with `assistant.inference.Assistant`, answering in this process."""
+
+    def __init__(self, assistant: Any) -> None:  # an assistant.inference.Assistant
+        self.assistant = assistant
+        self.name = assistant.name
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str = "auto") -> InProcessClient:
+        from assistant.inference import Assistant
+
+        return cls(Assistant.load(model_dir, device=device))
+
+    def answer(self, messages: list[dict[str, Any]], images: list[str | Path], max_tokens: int) -> str:
+        from assistant.errors import InputError
+
+        try:
+            return self.assistant.chat(messages, images=list(images), max_new_tokens=max_tokens).text
+        except InputError as exc:
+            raise AnswerError(str(exc)) from exc
