@@ -1,0 +1,150 @@
+"""The transformers engine: batched greedy decoding equals decoding alone, throughput grows with concurrency,
+stop strings and cancellation; and the pure decoding helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from assistant.inference import SamplingParams
+from serving.engines.base import GenerationRequest
+from serving.engines.decoding import TextTracker, collate, held_back, sample_row
+from serving.engines.transformers_engine import TransformersEngine
+from serving.errors import ContextLengthExceeded
+from serving.metrics import Metrics
+from serving.settings import ServeSettings
+
+
+def request(rid: str, text: str, images=(), **params) -> GenerationRequest:
+    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]
+    return GenerationRequest(
+        rid, [{"role": "user", "content": content}], list(images), SamplingParams(**params)
+    )
+
+
+async def run(engine: TransformersEngine, req: GenerationRequest) -> tuple[str, int, str]:
+    stream = await engine.generate(req)
+    parts, last = [], None
+    async for delta in stream:
+        parts.append(delta.text)
+        last = delta
+    return "".join(parts), last.completion_tokens, last.finish_reason
+
+
+@pytest.fixture(scope="module")
+def engine_run(tiny_model_dir):
+    """Run a coroutine against one started engine (a fresh event loop per call, one engine per module)."""
+    loop = asyncio.new_event_loop()
+    engine = TransformersEngine(
+        ServeSettings(model=str(tiny_model_dir), device="cpu", batch_wait_ms=20), Metrics()
+    )
+    loop.run_until_complete(engine.start())
+    yield engine, lambda coro: loop.run_until_complete(coro)
+    loop.run_until_complete(engine.stop(5))
+    loop.close()
+
+
+def test_greedy_output_is_identical_alone_and_in_a_batch(engine_run):
+    engine, run_sync = engine_run
+    reqs = [
+        request(
+            "a", "how many objects are there?", [Image.new("RGB", (60, 40), (200, 0, 0))], max_new_tokens=12
+        ),
+        request("b", "a red circle left of a blue square and more words", max_new_tokens=9),
+        request(
+            "c",
+            "yes",
+            [Image.new("RGB", (100, 30), (0, 200, 0)), Image.new("RGB", (40, 40), (0, 0, 200))],
+            max_new_tokens=15,
+        ),
+        request("d", "green", max_new_tokens=15, temperature=1.0, seed=3),  # a sampled neighbour in the batch
+        request("e", "how many", max_new_tokens=4),
+    ]
+
+    async def alone():
+        return [await run(engine, r) for r in reqs]
+
+    async def together():
+        return await asyncio.gather(*(run(engine, r) for r in reqs))
+
+    batches_before = engine.metrics.batch_size._sum.get()
+    solo, batched = run_sync(alone()), run_sync(together())
+    assert (
+        engine.metrics.batch_size._sum.get() - batches_before >= 2 * len(reqs) - 1
+    )  # they really shared batches
+    assert solo == batched
+    assert [r[1] for r in solo] == [12, 9, 15, 15, 4]
+
+
+def test_throughput_grows_with_concurrency(engine_run):
+    engine, run_sync = engine_run
+    req = request("t", "hello", max_new_tokens=24)
+
+    async def wave(concurrency: int) -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(run(engine, req) for _ in range(concurrency)))
+        return concurrency / (time.perf_counter() - start)
+
+    one = min(run_sync(wave(1)) for _ in range(2))
+    eight = max(run_sync(wave(8)) for _ in range(2))
+    assert eight > 2.5 * one, f"1 at a time: {one:.2f} req/s, 8 at a time: {eight:.2f} req/s"
+
+
+def test_stop_strings_and_cancellation(engine_run):
+    engine, run_sync = engine_run
+    text, _, _ = run_sync(run(engine, request("s", "yes no green star", max_new_tokens=12)))
+    if len(text) > 3:
+        stopped, _, reason = run_sync(
+            run(engine, request("s", "yes no green star", max_new_tokens=12, stop=(text[2:4],)))
+        )
+        assert reason == "stop" and stopped == text[: text.index(text[2:4])]
+
+    async def cancel_early():
+        before = engine.metrics.completion_tokens._value.get()
+        stream = await engine.generate(request("c", "hello", max_new_tokens=400))
+        await stream.__anext__()
+        await stream.aclose()
+        while engine.load() != (0, 0):
+            await asyncio.sleep(0.01)
+        return engine.metrics.completion_tokens._value.get() - before
+
+    assert run_sync(cancel_early()) < 100
+
+
+def test_context_length_is_checked_before_streaming(engine_run):
+    engine, run_sync = engine_run
+    with pytest.raises(ContextLengthExceeded):
+        run_sync(engine.generate(request("x", "hi", max_new_tokens=600)))
+
+
+def test_collate_left_pads_and_counts_positions():
+    a = {"input_ids": torch.tensor([[5, 6, 7]])}
+    b = {"input_ids": torch.tensor([[8]])}
+    batch = collate([a, b], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def test_sampling_rows():
+    logits = torch.tensor([0.0, 3.0, 1.0])
+    assert sample_row(logits, SamplingParams(), None) == 1
+    params = SamplingParams(temperature=1.0, top_p=0.5)
+    g = torch.Generator().manual_seed(0)
+    assert {sample_row(logits, params, g) for _ in range(20)} == {1}  # top_p keeps only the best token
+
+
+def test_text_tracker_holds_back_partial_stop_strings():
+    pieces = ["Hel", "lo", " wo", "rld"]
+    decode = lambda ids: "".join(pieces[i] for i in ids)  # noqa: E731
+    tracker = TextTracker(stops=("o w",))
+    assert tracker.push(0, decode) == "Hel"
+    assert tracker.push(1, decode) == "l"  # "o" might start "o w"
+    assert tracker.push(2, decode) == "" and tracker.stopped
+    assert held_back("abc", ("cd", "bcx")) == 2
+    plain = TextTracker(stops=())
+    assert "".join(plain.push(i, decode) for i in range(4)) + plain.flush(decode) == "Hello world"
