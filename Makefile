@@ -23,6 +23,7 @@ serve: install
 	$(BIN)/assistant serve --host $(HOST) --port $(PORT)
 
 test: install
+	bash scripts/ensure-chromium.sh
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 test-slow: install
