@@ -77,7 +77,7 @@ class ChatService:
                 code="model_not_found",
             )
         params = self.sampling(body)
-        messages, images = await self.builder.build(body.messages, body.ocr or self.settings.ocr)
+        messages, images, ocr_text = await self.builder.build(body.messages, body.ocr or self.settings.ocr)
         base_id = completion_id()
         streams: list[AsyncIterator[Delta]] = []
         try:
@@ -90,14 +90,19 @@ class ChatService:
             raise
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = self._sse(base_id, streams, include_usage, started)
+            events = self._sse(base_id, streams, include_usage, started, ocr_text)
             return StreamingResponse(
                 events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
             )
-        return await self._collect(base_id, streams, request, started)
+        return await self._collect(base_id, streams, request, started, ocr_text)
 
     async def _collect(
-        self, base_id: str, streams: list[AsyncIterator[Delta]], request: Request, started: float
+        self,
+        base_id: str,
+        streams: list[AsyncIterator[Delta]],
+        request: Request,
+        started: float,
+        ocr_text: str = "",
     ) -> ChatCompletion:
         texts = [[] for _ in streams]
         finals: list[Delta | None] = [None] * len(streams)
@@ -132,21 +137,31 @@ class ChatService:
         completion = sum(f.completion_tokens for f in finals)
         usage = Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
         self.metrics.request_latency.observe(time.monotonic() - started)
-        return ChatCompletion(id=base_id, model=self.engine.model_name, choices=choices, usage=usage)
+        return ChatCompletion(
+            id=base_id, model=self.engine.model_name, choices=choices, usage=usage, ocr_text=ocr_text or None
+        )
 
     async def _sse(
-        self, base_id: str, streams: list[AsyncIterator[Delta]], include_usage: bool, started: float
+        self,
+        base_id: str,
+        streams: list[AsyncIterator[Delta]],
+        include_usage: bool,
+        started: float,
+        ocr_text: str = "",
     ) -> AsyncIterator[str]:
         created, model = int(time.time()), self.engine.model_name
 
-        def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> str:
-            body = ChatCompletionChunk(id=base_id, created=created, model=model, choices=choices, usage=usage)
+        def chunk(choices: list[ChunkChoice], usage: Usage | None = None, ocr: str | None = None) -> str:
+            body = ChatCompletionChunk(
+                id=base_id, created=created, model=model, choices=choices, usage=usage, ocr_text=ocr
+            )
             return f"data: {body.model_dump_json(exclude_none=usage is None)}\n\n"
 
         prompt, completion = 0, 0
         try:
-            for i in range(len(streams)):
-                yield chunk([ChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))])
+            for i in range(len(streams)):  # the first chunk carries the OCR text the model was given, if any
+                first = ChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))
+                yield chunk([first], ocr=(ocr_text or None) if i == 0 else None)
             async for index, delta in self._timed(streams, started):
                 if delta.text:
                     yield chunk([ChunkChoice(index=index, delta=DeltaMessage(content=delta.text))])

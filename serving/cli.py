@@ -45,6 +45,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not settings.api_keys and settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key; set --api-key or ASSISTANT_API_KEY", settings.host)
     app = create_app(settings)
+    from ui.client import ChatClient
+    from ui.mount import local_config, mount_ui
+
+    mount_ui(app, ChatClient(local_config(settings.host, settings.port, settings.api_keys)))
+    log.info("chat page at http://%s:%d/ui", settings.host, settings.port)
     uvicorn.run(
         app,
         host=settings.host,

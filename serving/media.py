@@ -88,7 +88,8 @@ class MessageBuilder:
 
     async def build(
         self, messages: list[ChatMessage], ocr_mode: str
-    ) -> tuple[list[dict[str, Any]], list[Image.Image]]:
+    ) -> tuple[list[dict[str, Any]], list[Image.Image], str]:
+        """Engine messages, their images in slot order, and the OCR text given to the model ("" if none)."""
         urls = [
             p.image_url.url
             for m in messages
@@ -104,7 +105,7 @@ class MessageBuilder:
             )
         images = list(await asyncio.gather(*(self._load(url) for url in urls)))
         self.metrics.images.inc(len(images))
-        out, cursor = [], 0
+        out, cursor, ocr_texts = [], 0, []
         for i, message in enumerate(messages):
             role = "system" if message.role == "developer" else message.role
             parts: list[dict[str, Any]] = []
@@ -126,6 +127,7 @@ class MessageBuilder:
                 hints = [await self.ocr.hint(img, ocr_mode) for img in images[cursor : cursor + count]]
                 hint_text = "\n".join(h.strip() for h in hints if h)
                 if hint_text:
+                    ocr_texts.append(hint_text)
                     first_text = next((j for j, p in enumerate(parts) if p["type"] == "text"), len(parts))
                     parts.insert(first_text, {"type": "text", "text": hint_text + "\n"})
             cursor += count
@@ -134,7 +136,7 @@ class MessageBuilder:
             normalized, _ = normalize_messages(out, images)  # roles, parts and the literal-<image> escape
         except AssistantError as exc:
             raise InvalidRequest(str(exc), param="messages") from exc
-        return normalized, images
+        return normalized, images, "\n".join(ocr_texts)
 
     async def _load(self, url: str) -> Image.Image:
         if url.startswith("data:"):

@@ -90,6 +90,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: Usage
+    ocr_text: str | None = None  # this service's extra: the OCR text given to the model, when OCR ran
 
 
 class DeltaMessage(BaseModel):
@@ -111,6 +112,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
+    ocr_text: str | None = None  # first chunk only, when OCR ran
 
 
 class ModelCard(BaseModel):

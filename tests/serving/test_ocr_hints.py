@@ -3,15 +3,13 @@ without text; off never reads."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import httpx
-import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from tests.serving.conftest import API_KEY, data_url, png_bytes, running_server, server_settings
-
-pytest.importorskip("assistant.ocr")
 
 
 def text_image() -> Image.Image:
@@ -25,7 +23,7 @@ def test_ocr_modes(tiny_model_dir):
     with running_server(settings) as (url, _):
         headers = {"Authorization": f"Bearer {API_KEY}"}
 
-        def prompt_tokens(image: Image.Image, mode: str) -> int:
+        def complete(image: Image.Image, mode: str, stream: bool = False) -> httpx.Response:
             content = [
                 {"type": "image_url", "image_url": {"url": data_url(png_bytes(image))}},
                 {"type": "text", "text": "what does the sign say?"},
@@ -36,14 +34,25 @@ def test_ocr_modes(tiny_model_dir):
                 "max_tokens": 1,
             }
             response = httpx.post(
-                url + "/v1/chat/completions", json={**body, "ocr": mode}, headers=headers, timeout=120
+                url + "/v1/chat/completions",
+                json={**body, "ocr": mode, "stream": stream},
+                headers=headers,
+                timeout=120,
             )
             assert response.status_code == 200, response.text
-            return response.json()["usage"]["prompt_tokens"]
+            return response
+
+        def prompt_tokens(image: Image.Image, mode: str) -> int:
+            return complete(image, mode).json()["usage"]["prompt_tokens"]
 
         sign, blank = text_image(), Image.new("RGB", (200, 60), (255, 255, 255))
         off = prompt_tokens(sign, "off")
         assert prompt_tokens(sign, "on") > off + 3  # the hint's words are in the prompt
         assert prompt_tokens(blank, "auto") == prompt_tokens(blank, "off")  # no text, no hint
+        # the OCR text the model was given comes back beside the answer, and in the first chunk of a stream
+        assert "HOTEL" in complete(sign, "on").json()["ocr_text"]
+        assert complete(sign, "off").json().get("ocr_text") is None
+        first_chunk = next(line for line in complete(sign, "on", stream=True).text.splitlines() if line)
+        assert "HOTEL" in json.loads(first_chunk.removeprefix("data: "))["ocr_text"]
         metrics = httpx.get(url + "/metrics", headers=headers).text
         assert float(re.search(r"^assistant_ocr_seconds_count (\S+)$", metrics, re.M).group(1)) >= 1

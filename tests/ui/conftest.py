@@ -1,0 +1,112 @@
+"""A real API server on a loopback port serving the tiny model, with the chat page mounted at /ui."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from serving.app import create_app
+from serving.settings import ServeSettings
+from ui.client import ChatClient, ChatOptions, StreamEvent, Turn
+from ui.mount import local_config, mount_ui
+
+API_KEY = "ui-test-key"
+MAX_PIXELS = 50_000  # a 128 x 128 toy-world scene fits; a 336 x 336 one does not
+TEST_OPTIONS = ChatOptions(temperature=0.0, max_tokens=12, ocr="off")
+
+
+@dataclass(frozen=True)
+class UIServer:
+    url: str  # http://127.0.0.1:PORT
+    client: ChatClient
+
+
+def free_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextmanager
+def running(app, sock: socket.socket) -> Iterator[None]:
+    """Run `app` under uvicorn in a thread on `sock` until the block ends."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def ui_server(tiny_model_dir: Path) -> Iterator[UIServer]:
+    """`assistant serve` as the lead wires it: create_app(settings) with mount_ui at /ui, on a free port."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    settings = ServeSettings(
+        model=str(tiny_model_dir),
+        device="cpu",
+        port=port,
+        api_keys=(API_KEY,),
+        ocr="off",
+        max_image_pixels=MAX_PIXELS,
+        default_max_tokens=12,
+        drain_timeout_s=5.0,
+    )
+    client = ChatClient(local_config(settings.host, port, settings.api_keys))
+    app = mount_ui(create_app(settings), client, path="/ui", defaults=TEST_OPTIONS)
+    with running(app, sock):
+        yield UIServer(url=f"http://127.0.0.1:{port}", client=client)
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory) -> dict[str, Path]:
+    """Toy-world scenes as PNG files: 'small' (128 x 128, under the pixel cap) and 'large' (over it)."""
+    from assistant.toyworld import PRESETS, generate_scene, render
+
+    out = tmp_path_factory.mktemp("scenes")
+    paths = {}
+    for name, preset, seed in (("small", "tiny", 3), ("second", "tiny", 5), ("large", "standard", 2)):
+        image = render(generate_scene(seed, PRESETS[preset]))
+        paths[name] = out / f"{name}.png"
+        image.save(paths[name])
+    return paths
+
+
+def ask_api(client: ChatClient, turns: list[Turn], options: ChatOptions = TEST_OPTIONS) -> list[StreamEvent]:
+    """Every stream event of one answer, gathered on a fresh event loop in a worker thread (Playwright's sync
+    API holds a running loop on the main thread)."""
+
+    async def collect() -> list[StreamEvent]:
+        return [event async for event in client.stream(turns, options)]
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, collect()).result()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium for the whole session (the test fails with install advice when it is missing)."""
+    from tests.ui.browser import chromium
+
+    with chromium() as browser:
+        yield browser
