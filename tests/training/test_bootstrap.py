@@ -1,0 +1,207 @@
+"""Stage 0: views match the LLaVA processor, a short real run lowers both losses, the three directories
+assemble into a LLaVA-NeXT that runs, and the probe runs. The full-size quality check is `slow`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from assistant.processing import CLIP_MEAN, CLIP_STD
+from assistant.toyworld import EVAL_SEED_BASE, PRESETS, generate_scene, render
+from training.stage0.config import HOLDOUT_BASE, LanguageArgs, ProbeArgs, VisionArgs
+from training.stage0.views import ViewGeometry, normalise, view_pixels, view_targets
+
+ROOT = Path(__file__).resolve().parents[2]
+GRIDS = [[128, 128], [64, 128], [128, 64]]
+
+
+def tiny_args(out: Path):
+    from training.bootstrap import BootstrapArgs
+
+    return (
+        BootstrapArgs(out=str(out), seed=0, threads=1),
+        VisionArgs(
+            vision_hidden=32,
+            vision_layers=2,
+            vision_heads=2,
+            vision_steps=40,
+            vision_batch=8,
+            embed_dim=32,
+            vision_lr=3e-3,
+        ),
+        LanguageArgs(
+            vocab_size=400,
+            corpus_scenes=60,
+            lm_hidden=32,
+            lm_layers=2,
+            lm_heads=2,
+            lm_block=64,
+            lm_batch=4,
+            lm_steps=40,
+            lm_eval_every=20,
+            lm_lr=3e-3,
+        ),
+        ProbeArgs(probe_scenes=30, probe_steps=20, retrieval_scenes=10),
+    )
+
+
+@pytest.fixture(scope="module")
+def stage0_dir(tmp_path_factory) -> Path:
+    from training.bootstrap import main
+
+    return main(*tiny_args(tmp_path_factory.mktemp("stage0") / "out"))
+
+
+def test_views_match_the_llava_next_processor():
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    processor = LlavaNextImageProcessorPil(
+        image_grid_pinpoints=GRIDS,
+        size={"shortest_edge": 64},
+        crop_size={"height": 64, "width": 64},
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+        do_center_crop=True,
+    )
+    image = render(generate_scene(3, PRESETS["tiny"]))
+    ours = normalise(view_pixels(image, ViewGeometry(128, 128, 64, 16)))  # (5, 3, 64, 64)
+    theirs = processor(image, return_tensors="pt").pixel_values[0]
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, atol=2e-2 / 0.26, rtol=0)  # bicubic rounding: < 2/255 per pixel
+
+
+def test_view_targets_follow_the_ground_truth():
+    geo = ViewGeometry(128, 128, 64, 16)
+    for seed in range(20):
+        scene = generate_scene(seed, PRESETS["tiny"])
+        targets, counts, inside = view_targets(scene, geo)
+        assert counts[0] == len(scene.objects)  # the base view sees every centre
+        assert counts[1:].sum() == len(scene.objects)  # each centre lies in exactly one tile
+        assert targets[..., 3].sum(axis=1).tolist() == counts.tolist()
+        for view in range(geo.num_views):
+            for patch in np.flatnonzero(targets[view, :, 0]):
+                obj = scene.objects[targets[view, patch, 4]]
+                assert (targets[view, patch, 1], targets[view, patch, 2]) != (-100, -100)
+                assert obj.shape and obj.color
+        assert (targets[..., 0] == 0).all() == (not scene.objects)
+
+
+def test_args_refuse_bad_values_with_a_hint():
+    with pytest.raises(ValueError, match="choose from"):
+        VisionArgs(contrastive_loss="triplet")
+    with pytest.raises(ValueError, match="vision_feature_layer"):
+        VisionArgs(vision_feature_layer=-9)
+    with pytest.raises(ValueError, match="multiple"):
+        VisionArgs(vision_tile=60)
+    assert HOLDOUT_BASE < EVAL_SEED_BASE
+
+
+def test_shipped_config_parses():
+    from trl import TrlParser
+
+    from training.bootstrap import BootstrapArgs
+
+    parsed = TrlParser((BootstrapArgs, VisionArgs, LanguageArgs, ProbeArgs)).parse_args_and_config(
+        ["--config", str(ROOT / "configs/toy/bootstrap.yaml")]
+    )
+    assert parsed[1].vision_feature_layer == -2 and parsed[1].vision_patch == 16
+
+
+def test_short_run_lowers_both_losses(stage0_dir: Path):
+    report = json.loads((stage0_dir / "stage0_report.json").read_text())
+    vision, language = report["vision"], report["language"]
+    assert vision["losses_last"]["total"] < 0.9 * vision["losses_first"]["total"]
+    assert vision["losses_last"]["color"] < vision["losses_first"]["color"]
+    assert language["loss_last"] < 0.8 * language["loss_first"]
+    ppl = {int(k): v for k, v in language["held_out_perplexity"].items()}
+    assert ppl[max(ppl)] < 0.5 * ppl[0]
+    assert 0 <= report["retrieval"]["top1"] <= 1
+    for part in ("trained", "random_init"):
+        for attribute in ("shape", "color", "count"):
+            assert 0 <= report["probe"][part][attribute]["all"] <= 1
+    assert report["peak_rss_mb"] > 0 and report["seconds"] > 0
+
+
+def test_directories_assemble_into_a_working_llava_next(stage0_dir: Path):
+    from transformers import AutoTokenizer, CLIPVisionModel
+
+    from assistant.modeling import ModelSpec, build_model
+
+    tokenizer = AutoTokenizer.from_pretrained(stage0_dir / "tokenizer")
+    assert tokenizer.chat_template and "<image>" in tokenizer.get_vocab()
+    assert isinstance(CLIPVisionModel.from_pretrained(stage0_dir / "vision"), CLIPVisionModel)
+    model, processor = build_model(
+        ModelSpec(
+            vision=str(stage0_dir / "vision"),
+            language=str(stage0_dir / "language"),
+            tokenizer=str(stage0_dir / "tokenizer"),
+            image_grid_pinpoints=GRIDS,
+        )
+    )
+    image = render(generate_scene(5, PRESETS["tiny"]))
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many objects?"}]}
+    ]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(images=image, text=prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**inputs)
+    assert out.logits.shape[:2] == inputs["input_ids"].shape
+    assert torch.isfinite(out.logits).all()
+    generated = model.generate(**inputs, max_new_tokens=3)
+    assert generated.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_probe_cli_function_runs(stage0_dir: Path, tmp_path: Path):
+    from training.stage0.probe import ProbeCLI, main
+
+    out = tmp_path / "probe.json"
+    report = main(
+        ProbeCLI(
+            vision=str(stage0_dir / "vision"),
+            heads=str(stage0_dir / "vision_heads.pt"),
+            scenes=20,
+            steps=5,
+            retrieval_scenes=6,
+            out=str(out),
+        )
+    )
+    assert json.loads(out.read_text()) == report
+    assert set(report["trained"]) >= {"shape", "color", "count", "shape_set", "color_set"}
+    assert report["retrieval"]["candidates"] >= 6
+
+
+def test_existing_output_is_refused(stage0_dir: Path):
+    from training.bootstrap import BootstrapArgs, main
+
+    with pytest.raises(ValueError, match="--overwrite"):
+        main(BootstrapArgs(out=str(stage0_dir)))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="measured 2026-11: shipped config reaches shape 0.70 / count 0.84 on tiles, retrieval 0.72 "
+    "(docs/stage0.md); the encoder needs more steps or a better objective",
+    strict=False,
+)
+def test_full_stage0_encoder_carries_every_attribute(tmp_path: Path):
+    """The shipped config: probe >= 0.9 per attribute on the tiles, retrieval >= 0.8 (minutes on 2 cores)."""
+    from trl import TrlParser
+
+    from training.bootstrap import BootstrapArgs, main
+
+    args = TrlParser((BootstrapArgs, VisionArgs, LanguageArgs, ProbeArgs)).parse_args_and_config(
+        ["--config", str(ROOT / "configs/toy/bootstrap.yaml"), "--out", str(tmp_path / "out")]
+    )
+    report = json.loads((main(*args) / "stage0_report.json").read_text())
+    trained, random_init = report["probe"]["trained"], report["probe"]["random_init"]
+    for attribute in ("shape", "color", "count"):
+        assert trained[attribute]["tiles"] >= 0.9, (attribute, trained[attribute])
+    assert trained["shape"]["tiles"] > random_init["shape"]["tiles"] + 0.3
+    assert report["retrieval"]["top1"] >= 0.8
+    ppl = {int(k): v for k, v in report["language"]["held_out_perplexity"].items()}
+    assert ppl[max(ppl)] < ppl[min(k for k in ppl if k > 0)]
