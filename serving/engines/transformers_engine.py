@@ -164,6 +164,18 @@ class TransformersEngine:
     # --- the scheduler thread -----------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._schedule()
+        except BaseException:
+            log.exception("the engine's scheduler thread died; failing the queued requests")
+            raise
+        finally:  # whatever ended the loop, nobody will serve the queue any more: answer it, never leave it hanging
+            while not self._queue.empty():
+                self._queue.get_nowait().send(
+                    EngineUnavailable("the engine is not running; retry later or restart the server")
+                )
+
+    def _schedule(self) -> None:
         while not (self._stopping.is_set() and self._queue.empty()):
             jobs = self._take_batch()
             if not jobs:
