@@ -69,7 +69,11 @@ class ServeSettings:
         },
     )
     ocr: str = field(
-        default="auto", metadata={"help": "Default OCR mode when a request gives none: auto, on, off."}
+        default="off",
+        metadata={
+            "help": "Default OCR mode when a request gives none: auto, on, off (off: the embedded model was "
+            "not trained with OCR hints; use auto for models that were)."
+        },
     )
     ocr_engine: str = field(default="rapidocr", metadata={"help": "OCR engine of assistant.ocr."})
     upstream_url: str | None = field(
