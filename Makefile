@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-slow lint toy-model clean
+.PHONY: install serve test test-slow resilience-slow lint toy-model clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ test: install
 
 test-slow: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
+
+resilience-slow: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/resilience -m slow -q -s
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -36,19 +36,25 @@ def settings_from_args(args: argparse.Namespace) -> ServeSettings:
     return ServeSettings.from_env(**overrides)
 
 
+def build_app(settings: ServeSettings):
+    """The API with the chat page mounted at /ui: what `assistant serve` runs."""
+    from serving.app import create_app
+    from ui.client import ChatClient
+    from ui.mount import key_login, local_config, mount_ui
+
+    app = create_app(settings)
+    client = ChatClient(local_config(settings.host, settings.port, settings.api_keys))
+    mount_ui(app, client, auth=key_login(settings.api_keys))  # with keys, the page asks for one to log in
+    return app
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
-
-    from serving.app import create_app
 
     settings = settings_from_args(args)
     if not settings.api_keys and settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key; set --api-key or ASSISTANT_API_KEY", settings.host)
-    app = create_app(settings)
-    from ui.client import ChatClient
-    from ui.mount import local_config, mount_ui
-
-    mount_ui(app, ChatClient(local_config(settings.host, settings.port, settings.api_keys)))
+    app = build_app(settings)
     log.info("chat page at http://%s:%d/ui", settings.host, settings.port)
     uvicorn.run(
         app,

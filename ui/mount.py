@@ -6,8 +6,9 @@ mount_ui(app, ChatClient(local_config(settings.host, settings.port, settings.api
 
 from __future__ import annotations
 
+import hmac
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastapi import FastAPI
 
@@ -31,10 +32,25 @@ def local_config(
     )
 
 
+def key_login(api_keys: Sequence[str]) -> Callable[[str, str], bool] | None:
+    """A Gradio login check that takes any user name and one of the API keys as the password (None: no keys)."""
+    if not api_keys:
+        return None
+    keys = [k.encode() for k in api_keys]
+    return lambda _user, password: any(hmac.compare_digest(password.encode(), k) for k in keys)
+
+
 def mount_ui(
-    app: FastAPI, client: ChatClient, path: str = "/ui", defaults: ChatOptions | None = None
+    app: FastAPI,
+    client: ChatClient,
+    path: str = "/ui",
+    defaults: ChatOptions | None = None,
+    auth: Callable[[str, str], bool] | None = None,
 ) -> FastAPI:
-    """Mount the chat page for `client` at `path` of `app` (settings start at `defaults`); it lives as long as `app`."""
+    """Mount the chat page for `client` at `path` of `app` (settings start at `defaults`); it lives as long as `app`.
+
+    With `auth`, the page asks for a login first (see `key_login`), so the server's key is never lent to anyone
+    who merely reaches the page."""
     if not path.startswith("/") or (path != "/" and path.endswith("/")):
         raise ValueError(f"path must start with / and not end with one, got {path!r}; e.g. /ui")
     import gradio as gr
@@ -44,5 +60,5 @@ def mount_ui(
     demo = build_ui(client, defaults=defaults)
     log.info("chat page at %s, asking %s", path, client.config.base_url)
     return gr.mount_gradio_app(
-        app, demo, path=path, footer_links=FOOTER_LINKS, ssr_mode=False, show_error=False
+        app, demo, path=path, footer_links=FOOTER_LINKS, ssr_mode=False, show_error=False, auth=auth
     )
