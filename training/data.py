@@ -143,9 +143,21 @@ def _check_images(
     return kept
 
 
-def _to_dataset(rows: list[dict[str, Any]], columns: list[str]) -> Dataset:
+def _checked_dataset(
+    rows: list[dict[str, Any]],
+    source: str | Path,
+    root: Path | None,
+    image_root: str | Path | None,
+    max_skip_share: float,
+    columns: list[str],
+) -> tuple[Dataset, DataReport]:
+    """Check every image (see `_check_images`), then keep `columns`; images decode to PIL lazily, on access."""
+    report = DataReport(source=str(source))
+    rows = _check_images(
+        rows, Path(image_root) if image_root else (root or Path.cwd()), report, max_skip_share
+    )
     dataset = Dataset.from_list([{c: row[c] for c in columns} for row in rows])
-    return dataset.cast_column("images", Sequence(Image()))  # decoded to PIL lazily, on access
+    return dataset.cast_column("images", Sequence(Image())), report
 
 
 def load_sft_dataset(
@@ -163,11 +175,7 @@ def load_sft_dataset(
             if "conversations" not in row:
                 raise DataError("each row needs 'messages' (TRL format) or 'conversations' (LLaVA format)")
             row["messages"] = llava_to_messages(row["conversations"])
-    report = DataReport(source=str(source))
-    rows = _check_images(
-        rows, Path(image_root) if image_root else (root or Path.cwd()), report, max_skip_share
-    )
-    return _to_dataset(rows, ["messages", "images"]), report
+    return _checked_dataset(rows, source, root, image_root, max_skip_share, ["messages", "images"])
 
 
 def load_preference_dataset(
@@ -183,8 +191,5 @@ def load_preference_dataset(
     for key in ("prompt", "chosen", "rejected"):
         if rows and key not in rows[0]:
             raise DataError(f"preference rows need 'prompt', 'chosen' and 'rejected'; this one lacks {key!r}")
-    report = DataReport(source=str(source))
-    rows = _check_images(
-        rows, Path(image_root) if image_root else (root or Path.cwd()), report, max_skip_share
-    )
-    return _to_dataset(rows, ["prompt", "chosen", "rejected", "images"]), report
+    columns = ["prompt", "chosen", "rejected", "images"]
+    return _checked_dataset(rows, source, root, image_root, max_skip_share, columns)
