@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-slow resilience-slow lint toy-model clean
+.PHONY: install serve test test-slow resilience-slow bench lint toy-model clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,9 @@ test-slow: install
 
 resilience-slow: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/resilience -m slow -q -s
+
+bench: install
+	$(BIN)/python -m benchmarks.serve && $(BIN)/python -m benchmarks.preprocess && $(BIN)/python -m benchmarks.train
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -109,6 +109,9 @@ class OCRReader:
     def has_text(self, image: Image.Image) -> bool:
         """One untiled read of the image downscaled to `check_side`: a fraction of a full read's cost."""
         cfg = self.config
+        hit = self._cache.get(image_hash(image))
+        if hit is not None:  # read before: the answer is known without the detector
+            return bool(hit.text.strip())
         small = image.convert("RGB")
         if max(small.size) > cfg.check_side:
             small = small.copy()

@@ -1,0 +1,102 @@
+"""Every benchmark script runs end to end with its tiny settings (--quick / --tiny) and writes its report.
+No timing is asserted: these check that the code paths work and the reports hold what they promise."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import gpu, preprocess, serve, train
+from benchmarks.common import run_cli
+
+
+def test_serve_quick_runs_every_contender(tiny_model_dir, tmp_path):
+    out, png = tmp_path / "serve.json", tmp_path / "serve.png"
+    report = serve.main(
+        serve.parse_args(["--quick", "--model", str(tiny_model_dir), "--out", str(out), "--plot", str(png)])
+    )
+    assert json.loads(out.read_text())["benchmark"] == "serve"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = report["results"]
+    assert set(results) == {"generate", "naive", "project", "engine"}
+    assert set(results["project"]) == {"1", "2"} and set(results["naive"]) == {"1"}
+    for row in [results["generate"], *results["naive"].values(), *results["project"].values()]:
+        assert row["mean_output_tokens"]["median"] >= 1  # every contender really generated
+        assert row["output_tokens_per_s"]["median"] > 0
+        assert row["ttft_s"]["median"] <= row["latency_s"]["median"]
+    assert {"c1_latency_vs_generate", "engine_c1_latency_vs_generate"} <= set(report["ratios"])
+    assert report["model"]["kind"] == "given"
+
+
+def test_preprocess_quick_measures_anyres_and_ocr(tiny_model_dir, tmp_path):
+    out = tmp_path / "pre.json"
+    report = preprocess.main(
+        preprocess.parse_args(["--quick", "--model", str(tiny_model_dir), "--out", str(out)])
+    )
+    anyres = report["anyres"]
+    assert anyres["reference_class"] == "LlavaNextImageProcessorPil"
+    for row in anyres["sets"].values():
+        assert row["allclose"] is True
+        assert row["fast_images_per_s"]["median"] > 0 and row["reference_images_per_s"]["median"] > 0
+    ocr = report["ocr"]
+    assert ocr["per_image"][0]["cached"] is True  # the second read of an image comes from the cache
+    for share in ocr["share_of_ttft"].values():
+        assert 0.0 < share["median"] < 1.0
+    assert json.loads(out.read_text())["benchmark"] == "preprocess"
+
+
+def test_train_quick_runs_every_stage(tmp_path):
+    out = tmp_path / "train.json"
+    args = train.parse_args(
+        ["--quick", "--steps", "2", "--stage0-steps", "2", "--batch", "2", "--out", str(out)]
+    )
+    report = train.main(args)
+    stages = report["stages"]
+    assert set(stages) == {"stage0_vision", "stage0_language", "stage1", "stage2", "stage3"}
+    for name, row in stages.items():
+        assert row["tokens_per_s"] > 0, name
+        assert 0.0 < row["mfu"] < 1.0, name
+    assert stages["stage2"]["steps"] == 2
+    assert report["matmul_peak_flops"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
+def test_gpu_refuses_quickly_without_cuda(caplog):
+    assert gpu.main([]) == 2
+    assert "CUDA is not available" in caplog.text and "--tiny" in caplog.text
+
+
+def test_gpu_tiny_dry_run_covers_every_path(tmp_path):
+    out = tmp_path / "gpu.json"
+    assert gpu.main(["--tiny", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["copy_bandwidth_bytes_per_s"] > 0
+    assert report["batch1"]["tpot_s"] > 0 and report["batch1"]["floor_tpot_s"] > 0
+    assert set(report["engine"]) == {"1", "8"}
+    assert all(row["mean_output_tokens"] >= 1 for row in report["engine"].values())
+
+
+@pytest.mark.parametrize(
+    "module,argv,message",
+    [
+        (serve, ["--repeats", "0"], "--repeats must be >= 1"),
+        (preprocess, ["--images", "0"], "--images must be >= 1"),
+        (train, ["--steps", "0"], "--steps must be >= 1"),
+        (gpu, ["--max-tokens", "1"], "max_tokens must be >= 2"),
+    ],
+)
+def test_bad_arguments_get_one_clear_line(module, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        module.parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_bad_model_dir_is_one_clear_line(tmp_path, caplog):
+    args = preprocess.parse_args(["--quick", "--model", str(tmp_path), "--out", str(tmp_path / "out.json")])
+    assert run_cli(preprocess.main, args) == 1
+    assert "has no config.json" in caplog.text and "Traceback" not in caplog.text
+    assert not (tmp_path / "out.json").exists()
