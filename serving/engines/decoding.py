@@ -50,11 +50,18 @@ def make_generator(params: SamplingParams) -> torch.Generator | None:
     return generator
 
 
+# Below this, sampling is greedy in effect, and logits / T over- or underflows float32 (T = 1e-300 is 0.0f).
+MIN_TEMPERATURE = 1e-4
+
+
 def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
     """Next token for one row of logits (V,): greedy at temperature 0, else temperature + nucleus sampling."""
-    if params.temperature == 0.0 or generator is None:
+    if params.temperature < MIN_TEMPERATURE or generator is None:
         return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1).cpu()  # (V,)
+    shifted = (
+        logits.float() - logits.float().max()
+    )  # the top token at 0: a tiny temperature cannot make inf/nan
+    probs = torch.softmax(shifted / params.temperature, dim=-1).cpu()  # (V,)
     if params.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         outside = sorted_probs.cumsum(-1) - sorted_probs > params.top_p  # keeps the token that crosses top_p

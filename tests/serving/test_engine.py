@@ -148,3 +148,17 @@ def test_text_tracker_holds_back_partial_stop_strings():
     assert held_back("abc", ("cd", "bcx")) == 2
     plain = TextTracker(stops=())
     assert "".join(plain.push(i, decode) for i in range(4)) + plain.flush(decode) == "Hello world"
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-8, 2.0])
+def test_sampling_survives_extreme_temperatures(temperature):
+    """Found by schema fuzzing: a denormal temperature overflowed logits / T into nan probabilities."""
+    import torch
+
+    from assistant.inference import SamplingParams
+    from serving.engines.decoding import make_generator, sample_row
+
+    logits = torch.tensor([1.0, 3.0, -2.0, 2.5]) * 40
+    params = SamplingParams(temperature=temperature, top_p=0.9, seed=1)
+    token = sample_row(logits, params, make_generator(params))
+    assert token in (1, 3) and (temperature > 1 or token == 1)
