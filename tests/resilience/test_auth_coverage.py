@@ -3,20 +3,16 @@ and check, on a real server, that each answers 401 without the API key, except a
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
 from serving.cli import build_app
 from tests.resilience.conftest import AUTH, is_openai_error
-from tests.serving.conftest import API_KEY, server_settings
+from tests.serving.conftest import API_KEY, free_socket, server_settings, serving_app
 
 # Liveness for orchestrators, and FastAPI's schema and docs pages (they describe the API, they do not use it).
 PUBLIC = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -24,20 +20,11 @@ PUBLIC = {"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"
 
 @pytest.fixture(scope="module")
 def served(tiny_model_dir) -> Iterator[tuple[str, object]]:
-    sock = socket.create_server(("127.0.0.1", 0))
+    sock = free_socket()
     port = sock.getsockname()[1]
     app = build_app(server_settings(tiny_model_dir, port=port))  # exactly what `assistant serve` runs
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(30)
-    sock.close()
+    with serving_app(app, sock):
+        yield f"http://127.0.0.1:{port}", app
 
 
 def requests_for(routes, prefix: str = "") -> list[tuple[str, str]]:

@@ -23,18 +23,18 @@ from serving.settings import ServeSettings
 API_KEY = "test-key"
 
 
-@contextmanager
-def running_server(settings: ServeSettings) -> Iterator[tuple[str, uvicorn.Server]]:
-    """Start create_app(settings) under uvicorn on a free loopback port; yield (base URL, server)."""
+def free_socket() -> socket.socket:
+    """A socket bound to a free loopback port; uvicorn serves on it, so the port is never raced for."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings),
-        log_level="warning",
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
-    )
+    return sock
+
+
+@contextmanager
+def serving_app(app, sock: socket.socket, drain_s: float | None = 5.0) -> Iterator[uvicorn.Server]:
+    """Run `app` under uvicorn in a thread on `sock` until the block ends."""
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=int(drain_s or 0) or None)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -44,11 +44,19 @@ def running_server(settings: ServeSettings) -> Iterator[tuple[str, uvicorn.Serve
             raise RuntimeError("the test server did not start")
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", server
+        yield server
     finally:
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@contextmanager
+def running_server(settings: ServeSettings) -> Iterator[tuple[str, uvicorn.Server]]:
+    """Start create_app(settings) under uvicorn on a free loopback port; yield (base URL, server)."""
+    sock = free_socket()
+    with serving_app(create_app(settings), sock, settings.drain_timeout_s) as server:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
 
 
 def png_bytes(image: Image.Image) -> bytes:

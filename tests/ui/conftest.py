@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from serving.app import create_app
 from serving.settings import ServeSettings
+from tests.serving.conftest import free_socket, serving_app
 from ui.client import ChatClient, ChatOptions, StreamEvent, Turn
 from ui.mount import local_config, mount_ui
 
@@ -29,32 +25,6 @@ TEST_OPTIONS = ChatOptions(temperature=0.0, max_tokens=12, ocr="off")
 class UIServer:
     url: str  # http://127.0.0.1:PORT
     client: ChatClient
-
-
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextmanager
-def running(app, sock: socket.socket) -> Iterator[None]:
-    """Run `app` under uvicorn in a thread on `sock` until the block ends."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +44,7 @@ def ui_server(tiny_model_dir: Path) -> Iterator[UIServer]:
     )
     client = ChatClient(local_config(settings.host, port, settings.api_keys))
     app = mount_ui(create_app(settings), client, path="/ui", defaults=TEST_OPTIONS)
-    with running(app, sock):
+    with serving_app(app, sock):
         yield UIServer(url=f"http://127.0.0.1:{port}", client=client)
 
 
