@@ -159,9 +159,8 @@ class Assistant:
         try:
             model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype).to(device)
             processor = AutoProcessor.from_pretrained(source)
-        except (
-            Exception
-        ) as exc:  # safetensors, torch and config errors have no common base; all mean "broken"
+        # safetensors, torch and config errors have no common base; all of them mean "broken"
+        except Exception as exc:
             log.debug("loading %s failed", source, exc_info=True)
             raise ModelLoadError(
                 f"the model in {source!r} is incomplete or corrupt ({type(exc).__name__}); rebuild or re-download it"
