@@ -28,12 +28,24 @@ class UIServer:
 
 
 @pytest.fixture(scope="session")
-def ui_server(tiny_model_dir: Path) -> Iterator[UIServer]:
+def ui_model_dir(tmp_path_factory, tiny_spec) -> Path:
+    """The tiny test model with a 4096-token context, so an answer can run long enough for Stop to land
+    before it ends on a fast machine (512 positions at ~2 ms a token finished before the click)."""
+    from dataclasses import replace
+
+    from assistant.modeling import build_model, save_model
+
+    spec = replace(tiny_spec, language={**tiny_spec.language, "max_position_embeddings": 4096})
+    return save_model(*build_model(spec), tmp_path_factory.mktemp("ui-model") / "tiny-llava-next-4k")
+
+
+@pytest.fixture(scope="session")
+def ui_server(ui_model_dir: Path) -> Iterator[UIServer]:
     """`assistant serve` as the lead wires it: create_app(settings) with mount_ui at /ui, on a free port."""
     sock = free_socket()
     port = sock.getsockname()[1]
     settings = ServeSettings(
-        model=str(tiny_model_dir),
+        model=str(ui_model_dir),
         device="cpu",
         port=port,
         api_keys=(API_KEY,),

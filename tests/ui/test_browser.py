@@ -82,7 +82,7 @@ def test_example_then_clear_starts_a_new_conversation(chat, ui_server, clear):
 
 def test_stop_ends_a_long_answer(chat, ui_server):
     slider = chat.page.locator("#max-tokens input[type=number]")
-    slider.fill("400")
+    slider.fill("2048")
     slider.press("Enter")
     chat.record_bot_texts()
     chat.textarea.fill("hello")
@@ -95,6 +95,6 @@ def test_stop_ends_a_long_answer(chat, ui_server):
     assert chat.bot_messages()[-1] == stopped  # nothing more arrives
     assert metric(ui_server.url, "assistant_requests_running") == 0  # the server stopped generating too
     whole = ask_api(
-        ui_server.client, [Turn("user", "hello")], ChatOptions(temperature=0.0, max_tokens=400, ocr="off")
+        ui_server.client, [Turn("user", "hello")], ChatOptions(temperature=0.0, max_tokens=2048, ocr="off")
     )
     assert 0 < len(words(stopped)) < len(words("".join(e.text for e in whole)))

@@ -23,22 +23,22 @@ def client_for(url: str, **overrides) -> ChatClient:
     return ChatClient(ClientConfig(**{"base_url": url + "/v1", "api_key": API_KEY, **overrides}))
 
 
-def test_stream_matches_the_official_client(ui_server, scenes, tiny_model_dir):
+def test_stream_matches_the_official_client(ui_server, scenes, ui_model_dir):
     turns = [Turn("user", "How many objects are there?", images=(str(scenes["small"]),))]
     events = ask_api(ui_server.client, turns, ChatOptions(temperature=0.0, max_tokens=10, ocr="off"))
     official = OpenAI(base_url=ui_server.url + "/v1", api_key=API_KEY, max_retries=0)
     whole = official.chat.completions.create(
-        model=tiny_model_dir.name, messages=to_api_messages(turns), max_tokens=10, temperature=0.0
+        model=ui_model_dir.name, messages=to_api_messages(turns), max_tokens=10, temperature=0.0
     )
     assert len([e for e in events if e.text]) > 1  # streamed in pieces
     assert "".join(e.text for e in events) == whole.choices[0].message.content
     assert events[-1].finish_reason == whole.choices[0].finish_reason
 
 
-def test_model_defaults_to_the_first_listed(ui_server, tiny_model_dir):
+def test_model_defaults_to_the_first_listed(ui_server, ui_model_dir):
     client = client_for(ui_server.url)
     ask_api(client, [Turn("user", "hi")])
-    assert client.config.model is None and client._model == tiny_model_dir.name
+    assert client.config.model is None and client._model == ui_model_dir.name
 
 
 def test_history_sends_earlier_images_and_skips_failed_turns(ui_server, scenes):
@@ -97,8 +97,8 @@ def test_wrong_key_says_which_flag_to_set(ui_server):
         ask_api(client_for(ui_server.url, api_key=None), [Turn("user", "hi")])
 
 
-def test_unknown_model_names_the_served_one(ui_server, tiny_model_dir):
-    with pytest.raises(ChatError, match=rf"use '{tiny_model_dir.name}'.*\(HTTP 404\)"):
+def test_unknown_model_names_the_served_one(ui_server, ui_model_dir):
+    with pytest.raises(ChatError, match=rf"use '{ui_model_dir.name}'.*\(HTTP 404\)"):
         ask_api(client_for(ui_server.url, model="gpt-17"), [Turn("user", "hi")])
 
 
