@@ -3,6 +3,7 @@ toy-world inputs, robust statistics, machine facts and the JSON writer."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
@@ -163,6 +164,33 @@ def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     log.info("wrote %s", path)
     return path
+
+
+def parse_bench_args(cls: Any, description: str, quick: dict[str, Any], argv: list[str] | None) -> Any:
+    """A benchmark's dataclass from the command line: one flag per field (bools as switches, lists as ints),
+    plus --quick (the `quick` settings, for smoke tests) and --verbose; given flags win over --quick."""
+    parser = argparse.ArgumentParser(description=description)
+    defaults = cls()
+    for name, f in cls.__dataclass_fields__.items():
+        flag, value, help_text = "--" + name.replace("_", "-"), getattr(defaults, name), f.metadata["help"]
+        if isinstance(value, bool):
+            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+        elif isinstance(value, list):
+            parser.add_argument(flag, type=int, nargs="+", default=None, help=help_text)
+        else:
+            parser.add_argument(
+                flag, type=type(value) if value is not None else str, default=None, help=help_text
+            )
+    parser.add_argument("--quick", action="store_true", help="Tiny settings (seconds), for smoke tests.")
+    parser.add_argument("--verbose", action="store_true", help="Debug logging.")
+    ns = parser.parse_args(argv)
+    setup_logging(ns.verbose)
+    values = {**(quick if ns.quick else {})}
+    values.update({k: v for k, v in vars(ns).items() if k in cls.__dataclass_fields__ and v is not None})
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def run_cli(main: Any, args: Any) -> int:

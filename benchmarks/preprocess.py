@@ -13,7 +13,6 @@ with the OCR hint in the prompt when OCR ran, at batch 1.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -26,8 +25,8 @@ from benchmarks.common import (
     RESULTS,
     choose_model,
     machine,
+    parse_bench_args,
     run_cli,
-    setup_logging,
     summary,
     toy_images,
     write_json,
@@ -223,27 +222,7 @@ def main(args: PreprocessArgs) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> PreprocessArgs:
-    parser = argparse.ArgumentParser(description="AnyRes and OCR preprocessing benchmark.")
-    defaults = PreprocessArgs()
-    for name, f in PreprocessArgs.__dataclass_fields__.items():
-        flag, value = "--" + name.replace("_", "-"), getattr(defaults, name)
-        if isinstance(value, bool):
-            parser.add_argument(flag, action="store_true", default=None, help=f.metadata["help"])
-        else:
-            kind = type(value) if value is not None else str
-            parser.add_argument(flag, type=kind, default=None, help=f.metadata["help"])
-    parser.add_argument("--quick", action="store_true", help="Tiny settings (seconds), for smoke tests.")
-    parser.add_argument("--verbose", action="store_true", help="Debug logging.")
-    ns = parser.parse_args(argv)
-    setup_logging(ns.verbose)
-    values = {**(QUICK if ns.quick else {})}
-    values.update(
-        {k: v for k, v in vars(ns).items() if k in PreprocessArgs.__dataclass_fields__ and v is not None}
-    )
-    try:
-        return PreprocessArgs(**values)
-    except ValueError as exc:
-        parser.error(str(exc))
+    return parse_bench_args(PreprocessArgs, "AnyRes and OCR preprocessing benchmark.", QUICK, argv)
 
 
 if __name__ == "__main__":

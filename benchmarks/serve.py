@@ -15,7 +15,6 @@ the same greedy prompts. All contenders run torch with `--threads` (1 by default
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import io
@@ -35,8 +34,8 @@ from benchmarks.common import (
     RESULTS,
     choose_model,
     machine,
+    parse_bench_args,
     run_cli,
-    setup_logging,
     summary,
     toy_images,
     write_json,
@@ -352,31 +351,9 @@ def main(args: ServeBenchArgs) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> ServeBenchArgs:
-    parser = argparse.ArgumentParser(
-        description="Serving benchmark: generate vs naive server vs this server."
+    return parse_bench_args(
+        ServeBenchArgs, "Serving benchmark: generate vs naive server vs this server.", QUICK, argv
     )
-    defaults = ServeBenchArgs()
-    for name, f in ServeBenchArgs.__dataclass_fields__.items():
-        flag = "--" + name.replace("_", "-")
-        value = getattr(defaults, name)
-        if isinstance(value, list):
-            parser.add_argument(flag, type=int, nargs="+", default=None, help=f.metadata["help"])
-        else:
-            parser.add_argument(
-                flag, type=type(value) if value is not None else str, default=None, help=f.metadata["help"]
-            )
-    parser.add_argument("--quick", action="store_true", help="Tiny settings (seconds), for smoke tests.")
-    parser.add_argument("--verbose", action="store_true", help="Debug logging.")
-    ns = parser.parse_args(argv)
-    setup_logging(ns.verbose)
-    values = {**(QUICK if ns.quick else {})}
-    values.update(
-        {k: v for k, v in vars(ns).items() if k in ServeBenchArgs.__dataclass_fields__ and v is not None}
-    )
-    try:
-        return ServeBenchArgs(**values)
-    except ValueError as exc:
-        parser.error(str(exc))
 
 
 if __name__ == "__main__":

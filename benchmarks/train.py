@@ -21,7 +21,6 @@ the first step's warm-up: more `--steps` amortise it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -29,7 +28,14 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.common import RESULTS, machine, matmul_peak_flops, run_cli, setup_logging, write_json
+from benchmarks.common import (
+    RESULTS,
+    machine,
+    matmul_peak_flops,
+    parse_bench_args,
+    run_cli,
+    write_json,
+)
 
 log = logging.getLogger("benchmarks.train")
 
@@ -257,24 +263,9 @@ def main(args: TrainBenchArgs) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainBenchArgs:
-    parser = argparse.ArgumentParser(description="Training throughput and MFU of each toy-recipe stage.")
-    defaults = TrainBenchArgs()
-    for name, f in TrainBenchArgs.__dataclass_fields__.items():
-        value = getattr(defaults, name)
-        kind = type(value) if value is not None else str
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f.metadata["help"])
-    parser.add_argument("--quick", action="store_true", help="Tiny settings, for smoke tests.")
-    parser.add_argument("--verbose", action="store_true", help="Debug logging.")
-    ns = parser.parse_args(argv)
-    setup_logging(ns.verbose)
-    values = {**(QUICK if ns.quick else {})}
-    values.update(
-        {k: v for k, v in vars(ns).items() if k in TrainBenchArgs.__dataclass_fields__ and v is not None}
+    return parse_bench_args(
+        TrainBenchArgs, "Training throughput and MFU of each toy-recipe stage.", QUICK, argv
     )
-    try:
-        return TrainBenchArgs(**values)
-    except ValueError as exc:
-        parser.error(str(exc))
 
 
 if __name__ == "__main__":
