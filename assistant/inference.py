@@ -44,24 +44,27 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    min_tokens: int = 0  # end of turn is not sampled before this many tokens (stop strings still end it)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_tokens <= self.max_new_tokens:
+            raise InputError(
+                f"min_tokens must be between 0 and max_tokens ({self.max_new_tokens}), got {self.min_tokens}"
+            )
         if not 0.0 <= self.temperature <= 2.0:
             raise InputError(f"temperature must be between 0 and 2, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise InputError(f"top_p must be in (0, 1], got {self.top_p}")
 
     def generate_kwargs(self) -> dict[str, Any]:
-        if self.temperature == 0.0:
-            return {"max_new_tokens": self.max_new_tokens, "do_sample": False}
-        return {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": True,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-        }
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.temperature > 0.0}
+        if self.min_tokens:
+            kwargs["min_new_tokens"] = self.min_tokens
+        if self.temperature > 0.0:
+            kwargs |= {"temperature": self.temperature, "top_p": self.top_p}
+        return kwargs
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,7 @@ class Assistant:
     def chat(
         self, messages: list[dict[str, Any]], images: list[Any] | None = None, **sampling: Any
     ) -> ChatResult:
-        """Answer the conversation. `sampling`: max_new_tokens, temperature, top_p, stop, seed."""
+        """Answer the conversation. `sampling`: max_new_tokens, temperature, top_p, stop, seed, min_tokens."""
         text_parts, prompt_tokens, completion_tokens, finish = [], 0, 0, "length"
         for event in self._generate(messages, images, SamplingParams(**_as_params(sampling))):
             text_parts.append(event.text)

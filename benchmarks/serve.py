@@ -8,9 +8,11 @@ Metrics per request: time to first token (TTFT), time per output token after the
 repeat: requests/s and output tokens/s. Each contender gets a warm-up wave, then `--repeats` waves; figures are
 the median over repeats with [min-max]. Ratios are against the baselines measured in this same run.
 The engine behind this server is also measured in process (no HTTP, no client in the loop), which separates
-the engine's cost from the HTTP stack's. Neither server has `min_tokens`/`ignore_eos`, so output length is
-capped by `--max-tokens` and the actual completion tokens (from `usage`) are reported; every contender answers
-the same greedy prompts. All contenders run torch with `--threads` (1 by default: steadier on shared cores).
+the engine's cost from the HTTP stack's. Every answer has exactly `--max-tokens` tokens: the end of turn is held
+back with `min_new_tokens` (generate) and vLLM's `min_tokens` extra (both servers, the engine), so a trained
+model that answers "3" and stops still does the same work in every contender; the completion tokens (from
+`usage`) are reported and checked. All contenders run torch with `--threads` (1 by default: steadier on shared
+cores).
 """
 
 from __future__ import annotations
@@ -160,7 +162,11 @@ def bench_generate(args: ServeBenchArgs, model_dir: str, images: list) -> dict:
         inputs = assistant.prepare(messages, [image])
         clock = Clock()
         ids = assistant.model.generate(
-            **inputs, max_new_tokens=args.max_tokens, do_sample=False, streamer=clock
+            **inputs,
+            max_new_tokens=args.max_tokens,
+            min_new_tokens=args.max_tokens,
+            do_sample=False,
+            streamer=clock,
         )
         end = time.perf_counter()
         tokens = int(ids.shape[1] - inputs["input_ids"].shape[1])
@@ -205,6 +211,7 @@ async def _request(client, model: str, question: str, url: str, max_tokens: int)
         temperature=0.0,
         stream=True,
         stream_options={"include_usage": True},
+        extra_body={"min_tokens": max_tokens},
     )
     async for chunk in stream:
         if first is None and chunk.choices and chunk.choices[0].delta.content:
@@ -271,7 +278,7 @@ def bench_engine(args: ServeBenchArgs, model_dir: str, levels: list[int], images
 
     settings = ServeSettings(model=model_dir, device="cpu", ocr="off", max_batch_size=args.max_batch_size)
     engine = TransformersEngine(settings, Metrics())
-    params = SamplingParams(max_new_tokens=args.max_tokens, temperature=0.0)
+    params = SamplingParams(max_new_tokens=args.max_tokens, temperature=0.0, min_tokens=args.max_tokens)
 
     async def one(question: str, image) -> Sample:
         content = [{"type": "image"}, {"type": "text", "text": question}]
@@ -318,6 +325,15 @@ def bench_engine(args: ServeBenchArgs, model_dir: str, levels: list[int], images
     return asyncio.run(run())
 
 
+def output_lengths(results: dict) -> dict[str, float]:
+    """Median output tokens per request of every contender and level ("generate", "project c=8", ...)."""
+    out = {"generate": results["generate"]["mean_output_tokens"]["median"]}
+    for kind in ("naive", "project", "engine"):
+        for c, row in results[kind].items():
+            out[f"{kind} c={c}"] = row["mean_output_tokens"]["median"]
+    return out
+
+
 def main(args: ServeBenchArgs) -> dict:
     previous_threads = torch.get_num_threads()
     if args.threads:
@@ -332,8 +348,16 @@ def main(args: ServeBenchArgs) -> dict:
         results["engine"] = bench_engine(args, choice.path, args.concurrency, images)
     finally:
         torch.set_num_threads(previous_threads)
+    lengths = output_lengths(results)
+    if set(lengths.values()) != {float(args.max_tokens)}:
+        log.warning(
+            "answers are not all %d tokens long, so ratios compare different work: %s",
+            args.max_tokens,
+            lengths,
+        )
     report = {
         "benchmark": "serve",
+        "output_tokens_per_request": lengths,
         "model": asdict(choice),
         "args": asdict(args),
         "machine": {**info, "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},

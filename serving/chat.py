@@ -62,6 +62,7 @@ class ChatService:
                 top_p=1.0 if body.top_p is None else body.top_p,
                 stop=stops,
                 seed=body.seed,
+                min_tokens=body.min_tokens,
             )
         except AssistantError as exc:
             raise InvalidRequest(str(exc)) from exc

@@ -38,7 +38,8 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """The request body. Unknown OpenAI fields are ignored; `ocr` is this service's extra (auto, on, off)."""
+    """The request body. Unknown OpenAI fields are ignored. Extras: `ocr` (auto, on, off), and vLLM's
+    `min_tokens` (no end of turn before that many tokens: fixed-length benchmarks)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -55,6 +56,7 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     ocr: Literal["auto", "on", "off"] | None = None
     user: str | None = None
+    min_tokens: int = Field(default=0, ge=0)
 
     def stop_strings(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

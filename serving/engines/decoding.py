@@ -54,8 +54,17 @@ def make_generator(params: SamplingParams) -> torch.Generator | None:
 MIN_TEMPERATURE = 1e-4
 
 
-def sample_row(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
-    """Next token for one row of logits (V,): greedy at temperature 0, else temperature + nucleus sampling."""
+def sample_row(
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator | None,
+    banned: int | None = None,
+) -> int:
+    """Next token for one row of logits (V,): greedy at temperature 0, else temperature + nucleus sampling.
+    `banned` (the end-of-turn id while fewer than `min_tokens` are out) is never chosen."""
+    if banned is not None:
+        logits = logits.clone()
+        logits[banned] = float("-inf")
     if params.temperature < MIN_TEMPERATURE or generator is None:
         return int(torch.argmax(logits))
     shifted = (

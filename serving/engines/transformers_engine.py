@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -74,18 +74,32 @@ class _Job:
 
 
 class _JobStream:
-    """The async iterator a caller reads; closing it (or dropping out of the loop) cancels the request."""
+    """The async iterator a caller reads; closing it (or dropping out of the loop) cancels the request.
+
+    Deltas that queued up while the caller was busy (writing the last chunk to a slow client, say) come out
+    as one, as vLLM's stream interval does: the reader never falls behind the engine one token at a time."""
 
     def __init__(self, job: _Job) -> None:
         self.job = job
+        self._held: Exception | None = None  # an error met while coalescing, raised on the next call
 
     def __aiter__(self) -> _JobStream:
         return self
 
     async def __anext__(self) -> Delta:
-        if self.job.cancelled.is_set() and self.job.out.empty():
+        item: Delta | Exception
+        if self._held is not None:
+            item, self._held = self._held, None
+        elif self.job.cancelled.is_set() and self.job.out.empty():
             raise StopAsyncIteration
-        item = await self.job.out.get()
+        else:
+            item = await self.job.out.get()
+        while isinstance(item, Delta) and item.finish_reason is None and not self.job.out.empty():
+            following = self.job.out.get_nowait()
+            if isinstance(following, Exception):
+                self._held = following
+                break
+            item = replace(following, text=item.text + following.text)
         if isinstance(item, Exception):
             self.job.cancelled.set()
             raise item
@@ -228,7 +242,9 @@ class TransformersEngine:
                 if job.cancelled.is_set():
                     job.done = True
                     continue
-                token = sample_row(logits[row], job.request.params, job.generator)
+                params = job.request.params
+                banned = eos_id if job.count < params.min_tokens else None
+                token = sample_row(logits[row], params, job.generator, banned)
                 if job.step(token, eos_id, decode):
                     keep.append(row)
                     tokens.append(token)

@@ -221,6 +221,8 @@ class UpstreamEngine:
             payload["stop"] = list(params.stop)
         if params.seed is not None:
             payload["seed"] = params.seed
+        if params.min_tokens:
+            payload["min_tokens"] = params.min_tokens  # vLLM's extra, and this server's
         try:
             response = await self.client.send(
                 self.client.build_request("POST", "chat/completions", json=payload), stream=True

@@ -106,6 +106,7 @@ class VLLMEngine:
             top_p=params.top_p,
             stop=list(params.stop) or None,
             seed=params.seed,
+            min_tokens=params.min_tokens,
         )
         inputs: dict[str, Any] = {"prompt": prompt}
         if images:

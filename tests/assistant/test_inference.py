@@ -103,3 +103,22 @@ def test_loading_errors_say_what_to_do(tmp_path, tiny_model_dir):
 def test_loaded_model_runs_in_inference_mode(tiny_assistant):
     assert not tiny_assistant.model.training
     assert tiny_assistant.device == torch.device("cpu")
+
+
+def test_min_tokens_holds_back_the_end_of_turn():
+    """The embedded model answers a count in one token and ends its turn; min_tokens makes it go on."""
+    from assistant.paths import DEFAULT_MODEL_DIR
+    from assistant.toyworld import EVAL_SEED_BASE, PRESETS, generate_scene, render
+
+    assistant = Assistant.load(DEFAULT_MODEL_DIR)
+    image = render(generate_scene(EVAL_SEED_BASE + 7, PRESETS["tiny"]))
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many objects?"}]}
+    ]
+    short = assistant.chat(messages, [image], max_new_tokens=20)
+    assert short.finish_reason == "stop" and short.completion_tokens < 20
+    fixed = assistant.chat(messages, [image], max_new_tokens=20, min_tokens=20)
+    assert fixed.completion_tokens == 20 and fixed.finish_reason == "length"
+    assert fixed.text.startswith(short.text)
+    with pytest.raises(InputError, match="min_tokens must be between 0 and max_tokens"):
+        assistant.chat(messages, [image], max_new_tokens=4, min_tokens=5)

@@ -162,3 +162,23 @@ def test_sampling_survives_extreme_temperatures(temperature):
     params = SamplingParams(temperature=temperature, top_p=0.9, seed=1)
     token = sample_row(logits, params, make_generator(params))
     assert token in (1, 3) and (temperature > 1 or token == 1)
+
+
+def test_deltas_that_queue_up_come_out_as_one(engine_run):
+    """A reader that falls behind gets what queued up in one delta: same text, same counts, fewer deltas."""
+    engine, run_sync = engine_run
+    req = request("q", "a red circle left of a blue square", max_new_tokens=40, min_tokens=40)
+    fast, tokens, reason = run_sync(run(engine, req))
+
+    async def slow_reader():
+        stream = await engine.generate(req)
+        deltas = [await stream.__anext__()]
+        while engine.load() != (0, 0):  # let the engine finish the answer while nobody reads
+            await asyncio.sleep(0.01)
+        deltas += [delta async for delta in stream]
+        return deltas
+
+    deltas = run_sync(slow_reader())
+    assert "".join(d.text for d in deltas) == fast
+    assert deltas[-1].completion_tokens == tokens == 40 and deltas[-1].finish_reason == reason == "length"
+    assert len(deltas) <= 3  # the first token, then everything queued (and the finish, if it came apart)
