@@ -33,7 +33,7 @@ class RecipeArgs:
     workdir: str = field(default="runs/toy", metadata={"help": "Where data, stages and reports go."})
     seed: int = field(default=0, metadata={"help": "Seed of data, weights and batches."})
     n_caption: int = field(default=6000, metadata={"help": "Caption scenes (stage 1)."})
-    n_instruct: int = field(default=12000, metadata={"help": "Instruction conversations (stage 2)."})
+    n_instruct: int = field(default=20000, metadata={"help": "Instruction conversations (stage 2)."})
     n_preference: int = field(default=2000, metadata={"help": "Preference pairs (stage 3)."})
     n_eval: int = field(
         default=300, metadata={"help": "Eval scenes per benchmark (seeds in the eval range)."}

@@ -79,9 +79,11 @@ def test_view_targets_follow_the_ground_truth():
     for seed in range(20):
         scene = generate_scene(seed, PRESETS["tiny"])
         targets, counts, inside = view_targets(scene, geo)
-        assert counts[0] == len(scene.objects)  # the base view sees every centre
-        assert counts[1:].sum() == len(scene.objects)  # each centre lies in exactly one tile
-        assert targets[..., 3].sum(axis=1).tolist() == counts.tolist()
+        assert counts[0] == len(scene.objects)  # the base view sees every object
+        assert sum(len(i) for i in inside[1:]) == len(scene.objects)  # each centre lies in exactly one tile
+        assert targets[..., 3].sum(axis=1).tolist() == [len(i) for i in inside]
+        assert (counts[1:] >= [len(i) for i in inside[1:]]).all()  # a tile shows the objects centred in it
+        assert counts[1:].sum() <= 4 * len(scene.objects)  # ... and cut ones, each in at most 4 tiles
         for view in range(geo.num_views):
             for patch in np.flatnonzero(targets[view, :, 0]):
                 obj = scene.objects[targets[view, patch, 4]]
@@ -183,13 +185,9 @@ def test_existing_output_is_refused(stage0_dir: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="measured 2026-11: shipped config reaches shape 0.70 / count 0.84 on tiles, retrieval 0.72 "
-    "(docs/stage0.md); the encoder needs more steps or a better objective",
-    strict=False,
-)
 def test_full_stage0_encoder_carries_every_attribute(tmp_path: Path):
-    """The shipped config: probe >= 0.9 per attribute on the tiles, retrieval >= 0.8 (minutes on 2 cores)."""
+    """The shipped config: probe >= 0.9 per attribute on the tiles, retrieval >= 0.8 (about 10 minutes on 2
+    free cores; measured 2026-11-28: shape 0.961, colour 1.0, count 0.924, retrieval 0.955)."""
     from trl import TrlParser
 
     from training.bootstrap import BootstrapArgs, main
@@ -205,3 +203,23 @@ def test_full_stage0_encoder_carries_every_attribute(tmp_path: Path):
     assert report["retrieval"]["top1"] >= 0.8
     ppl = {int(k): v for k, v in report["language"]["held_out_perplexity"].items()}
     assert ppl[max(ppl)] < ppl[min(k for k in ppl if k > 0)]
+
+
+def test_encoder_training_is_deterministic_on_two_threads():
+    """Same seed, same weights, with torch's 2 threads too (indexing backwards that sum in a varying order
+    on several threads are replaced by matmuls in the object pool and the text tower)."""
+    from training.stage0.vision import train_vision
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        args = VisionArgs(vision_steps=2, vision_batch=16)
+        runs = [train_vision(args, PRESETS["tiny"], seed=0) for _ in range(2)]
+    finally:
+        torch.set_num_threads(previous)
+    for (name, a), b in zip(
+        runs[0].encoder.state_dict().items(), runs[1].encoder.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    for a, b in zip(runs[0].heads.state_dict().values(), runs[1].heads.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -11,6 +11,7 @@ import random
 from collections import Counter
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from assistant.toyworld import COLORS, SHAPES
@@ -105,4 +106,7 @@ class CaptionEncoder(nn.Module):
         x = self.norm(self.encoder(x, src_key_padding_mask=pad))
         keep = (~pad).unsqueeze(-1).float()
         pooled = (x * keep).sum(1) / keep.sum(1).clamp_min(1.0)  # (U, D)
-        return self.proj(pooled)[torch.tensor([where[c] for c in captions])]  # (N, E)
+        # a one-hot matmul rather than indexing: indexing's backward sums repeated rows in a varying order
+        # on 2+ threads, and stage 0 must give the same weights every run
+        pick = F.one_hot(torch.tensor([where[c] for c in captions]), len(unique)).float()  # (N, U)
+        return pick.to(pooled.device) @ self.proj(pooled)  # (N, E)

@@ -6,7 +6,8 @@ On held-out scenes (seeds from HOLDOUT_BASE, never trained on), the patch tokens
 view and every tile are extracted; small 1-hidden-layer MLP probes are fit on 80% of the scenes and
 scored on the rest:
 - shape / colour: per object in a view (8-way), from the mean of the patch tokens the object covers;
-- count: per view, objects whose centre is in it, from the view's mean- and max-pooled tokens;
+- count: per view, the objects visible in it (see `views`), from the view's mean- and max-pooled tokens;
+  count_centre: the objects whose centre lies in it (ambiguous for objects cut by a tile border);
 - shape_set / color_set: per view, the exact set of shapes / colours present (same pooled input).
 The same probes on a randomly initialised encoder of the same shape are the baseline. With the
 contrastive heads, image-to-caption top-1 retrieval is scored on other held-out scenes against their
@@ -69,7 +70,8 @@ class ProbeData:
     obj_view: torch.Tensor  # (O,)
     obj_scene: torch.Tensor  # (O,) index of the scene
     view_x: torch.Tensor  # (N*V, 2D) mean and max pooled
-    view_count: torch.Tensor  # (N*V,)
+    view_count: torch.Tensor  # (N*V,) visible objects
+    view_centres: torch.Tensor  # (N*V,) object centres
     view_shapes: torch.Tensor  # (N*V, S) multi-hot
     view_colors: torch.Tensor  # (N*V, C) multi-hot
     view_view: torch.Tensor  # (N*V,)
@@ -97,7 +99,7 @@ def probe_data(feats: torch.Tensor, batches: list[ViewBatch]) -> ProbeData:
                 v_shapes[s, view, SHAPES.index(obj.shape)] = 1
                 v_colors[s, view, list(COLORS).index(obj.color)] = 1
     pooled = torch.cat([feats.mean(2), feats.amax(2)], dim=-1)  # (N, V, 2D)
-    counts = torch.tensor([[len(o) for o in views_] for views_ in inside])
+    centres = torch.tensor([[len(o) for o in views_] for views_ in inside])
     return ProbeData(
         obj_x=torch.stack(xs),
         obj_shape=torch.tensor(shapes),
@@ -105,7 +107,8 @@ def probe_data(feats: torch.Tensor, batches: list[ViewBatch]) -> ProbeData:
         obj_view=torch.tensor(views),
         obj_scene=torch.tensor(scene_of),
         view_x=pooled.flatten(0, 1),
-        view_count=counts.flatten(),
+        view_count=torch.cat([b.count for b in batches]).flatten(),
+        view_centres=centres.flatten(),
         view_shapes=v_shapes.flatten(0, 1),
         view_colors=v_colors.flatten(0, 1),
         view_view=torch.arange(v).repeat(n),
@@ -162,12 +165,12 @@ def run_probes(data: ProbeData, n_fit: int, v: int, steps: int) -> dict[str, dic
         results[name]["majority"] = round(y[test].eq(y[fit].mode().values).float().mean().item(), 4)
     view_scene = torch.arange(len(data.view_count)) // v
     fit, test = view_scene < n_fit, view_scene >= n_fit
-    y = data.view_count
-    probe = fit_probe(data.view_x[fit], y[fit], int(y.max()) + 1, steps)
-    with torch.no_grad():
-        pred = probe(data.view_x[test]).argmax(-1)
-    results["count"] = _scores(pred, y[test], data.view_view[test])
-    results["count"]["majority"] = round(y[test].eq(y[fit].mode().values).float().mean().item(), 4)
+    for name, y in (("count", data.view_count), ("count_centre", data.view_centres)):
+        probe = fit_probe(data.view_x[fit], y[fit], int(y.max()) + 1, steps)
+        with torch.no_grad():
+            pred = probe(data.view_x[test]).argmax(-1)
+        results[name] = _scores(pred, y[test], data.view_view[test])
+        results[name]["majority"] = round(y[test].eq(y[fit].mode().values).float().mean().item(), 4)
     for name, y in (("shape_set", data.view_shapes), ("color_set", data.view_colors)):
         probe = fit_probe(data.view_x[fit], y[fit], y.shape[1], steps, multilabel=True)
         with torch.no_grad():

@@ -3,8 +3,12 @@
 A `tile` x `tile` grid image is seen as one base view (the whole image resized to one tile, bicubic,
 like `LlavaNextImageProcessorPil`) plus full-resolution tiles in row-major order. Each view is cut into
 `(tile // patch) ** 2` patches; every patch gets the object that covers most of it (shape, colour,
-objectness) and whether an object's centre falls in it. A view's count is the number of object centres
-inside it, so counts over the tiles add up to the scene's count.
+objectness) and whether an object's centre falls in it. A view's count is the number of objects visible in
+it (at least `min_visible_px` of its pixels lie in the view's part of the image), what someone shown only
+that view would count:
+an object cut by a tile border counts in both tiles. (Counting object centres instead asks where the centre
+of a cut object lies; on a probe of the first encoder, tiles without a cut object were counted right 100% of
+the time and tiles with one 80%, and 65% of tiles have one.)
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class ViewGeometry:
     tile: int
     patch: int
     min_cover: float = 0.15  # fraction of a patch an object must cover to label it
+    min_visible_px: int = 64  # an object counts in a view when this many of its image pixels lie in it
     cells: int = 4  # silhouette target: cells x cells sub-cells per patch
 
     def __post_init__(self) -> None:
@@ -76,7 +81,7 @@ class ViewBatch:
     owner: torch.Tensor  # (B, V, P) index of the object that labels the patch, or -1
     part: torch.Tensor  # (B, V, P) which cell of a 3 x 3 grid over its object's box the patch centre is in
     silhouette: torch.Tensor  # (B, V, P, M*M) fraction of each sub-cell of the patch covered by objects
-    count: torch.Tensor  # (B, V) object centres in the view
+    count: torch.Tensor  # (B, V) objects visible in the view
     scenes: list[Scene]
     view_objects: list[list[list[int]]]  # [b][v] -> indices of objects whose centre is in the view
 
@@ -122,8 +127,8 @@ def silhouettes(labels: np.ndarray, geo: ViewGeometry) -> np.ndarray:
 
 
 def view_targets(scene: Scene, geo: ViewGeometry) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
-    """Per-patch targets (V, P, 6) = (objectness, shape, colour, centre, owner, part), the count per view (V,)
-    and the indices of the objects whose centre lies in each view."""
+    """Per-patch targets (V, P, 6) = (objectness, shape, colour, centre, owner, part), the count of visible
+    objects per view (V,) and the indices of the objects whose centre lies in each view."""
     labels = label_map(scene)
     n, g, p = len(scene.objects), geo.grid, geo.patch
     out = np.full((geo.num_views, g * g, 6), IGNORE, dtype=np.int64)
@@ -131,9 +136,12 @@ def view_targets(scene: Scene, geo: ViewGeometry) -> tuple[np.ndarray, np.ndarra
     out[..., 3] = 0
     out[..., 4] = -1
     per_view: list[list[int]] = []
+    visible = np.zeros(geo.num_views, dtype=np.int64)
     for v, (x0, y0, scale) in enumerate(geo.views):
         step = round(1 / scale)  # image px per view px
         crop = labels[y0 : y0 + geo.tile * step, x0 : x0 + geo.tile * step]
+        area = np.bincount(crop.ravel(), minlength=n + 1)[1:]  # image px of each object in the view
+        visible[v] = int((area >= geo.min_visible_px).sum())
         # coverage of each patch by each object: (g, g, n + 1)
         span = p * step
         cells = crop.reshape(g, span, g, span).transpose(0, 2, 1, 3).reshape(g * g, -1)
@@ -158,7 +166,7 @@ def view_targets(scene: Scene, geo: ViewGeometry) -> tuple[np.ndarray, np.ndarra
                 row = min(2, max(0, int(3 * (py - by0) / (by1 - by0))))
                 out[v, k, 5] = 3 * row + col
         per_view.append(inside)
-    return out, np.array([len(v) for v in per_view]), per_view
+    return out, visible, per_view
 
 
 def make_batch(seeds: list[int], config: SceneConfig, geo: ViewGeometry) -> ViewBatch:

@@ -163,13 +163,16 @@ def dense_losses(feats: torch.Tensor, batch: ViewBatch, heads: Stage0Heads) -> d
 
 def object_losses(feats: torch.Tensor, batch: ViewBatch, heads: Stage0Heads) -> dict[str, torch.Tensor]:
     """Shape and colour of each object in each view from the mean of the patch tokens it covers."""
-    bv, _, d = feats.shape
+    bv, p, d = feats.shape
     owner = batch.owner.flatten(0, 1)  # (B*V, P)
     keep = owner.ge(0)
     key = (torch.arange(bv).unsqueeze(1) * 64 + owner)[keep]  # one key per (view, object)
     uniq, inv = key.unique(return_inverse=True)
-    pooled = torch.zeros(len(uniq), d).index_add(0, inv, feats[keep])  # (O, D)
-    pooled = pooled / torch.bincount(inv, minlength=len(uniq)).unsqueeze(1)
+    # Pool by a membership matmul over all tokens: gathering tokens by a mask (or index_add) has a backward
+    # that sums in a varying order on 2+ threads, and stage 0 must give the same weights every run.
+    member = torch.zeros(len(uniq), bv * p)  # (O, B*V*P)
+    member[inv, keep.flatten().nonzero().squeeze(1)] = 1.0
+    pooled = member @ feats.reshape(bv * p, d) / member.sum(1, keepdim=True)  # (O, D)
     shape = torch.zeros(len(uniq), dtype=torch.long).scatter(0, inv, batch.shape.flatten(0, 1)[keep])
     color = torch.zeros(len(uniq), dtype=torch.long).scatter(0, inv, batch.color.flatten(0, 1)[keep])
     logits = heads.object(pooled)  # (O, S + C)
