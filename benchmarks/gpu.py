@@ -210,7 +210,7 @@ async def engine_waves(engine, images, args: GPUBenchArgs) -> dict:
     from assistant.inference import SamplingParams
     from serving.engines.base import GenerationRequest
 
-    params = SamplingParams(max_new_tokens=args.max_tokens, temperature=0.0)
+    params = SamplingParams(max_new_tokens=args.max_tokens, temperature=0.0, min_tokens=args.max_tokens)
 
     async def one(i: int) -> tuple[float, float, int]:
         request = GenerationRequest(

@@ -105,6 +105,7 @@ class Sample:
     ttft: float
     latency: float
     tokens: int
+    pieces: int = 0  # text deltas received (SSE chunks with content; tokens when nothing coalesced)
 
     @property
     def tpot(self) -> float:
@@ -125,6 +126,7 @@ def wave_stats(samples: list[Sample], wall: float) -> dict[str, float]:
         "tpot_s": statistics.median(s.tpot for s in samples),
         "latency_s": statistics.median(s.latency for s in samples),
         "mean_output_tokens": tokens / len(samples),
+        "text_deltas_per_request": sum(s.pieces for s in samples) / len(samples),
     }
 
 
@@ -195,7 +197,7 @@ def data_url(image) -> str:
 
 async def _request(client, model: str, question: str, url: str, max_tokens: int) -> Sample:
     start = time.perf_counter()
-    first, tokens = None, 0
+    first, tokens, pieces = None, 0, 0
     stream = await client.chat.completions.create(
         model=model,
         messages=[
@@ -214,12 +216,14 @@ async def _request(client, model: str, question: str, url: str, max_tokens: int)
         extra_body={"min_tokens": max_tokens},
     )
     async for chunk in stream:
-        if first is None and chunk.choices and chunk.choices[0].delta.content:
-            first = time.perf_counter()
+        if chunk.choices and chunk.choices[0].delta.content:
+            pieces += 1
+            if first is None:
+                first = time.perf_counter()
         if chunk.usage is not None:
             tokens = chunk.usage.completion_tokens
     end = time.perf_counter()
-    return Sample((first or end) - start, end - start, tokens)
+    return Sample((first or end) - start, end - start, tokens, pieces)
 
 
 async def _wave(
@@ -284,12 +288,15 @@ def bench_engine(args: ServeBenchArgs, model_dir: str, levels: list[int], images
         content = [{"type": "image"}, {"type": "text", "text": question}]
         request = GenerationRequest("bench", [{"role": "user", "content": content}], [image], params)
         start, first, tokens = time.perf_counter(), None, 0
+        pieces = 0
         async for delta in await engine.generate(request):
-            if first is None and delta.text:
-                first = time.perf_counter()
+            if delta.text:
+                pieces += 1
+                if first is None:
+                    first = time.perf_counter()
             tokens = delta.completion_tokens
         end = time.perf_counter()
-        return Sample((first or end) - start, end - start, tokens)
+        return Sample((first or end) - start, end - start, tokens, pieces)
 
     async def wave(work: list, concurrency: int) -> tuple[list[Sample], float]:
         pending, samples = list(work), []

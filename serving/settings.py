@@ -44,8 +44,11 @@ class ServeSettings:
         default=8, metadata={"help": "transformers engine: requests decoded together."}
     )
     batch_wait_ms: float = field(
-        default=5.0,
-        metadata={"help": "transformers engine: wait this long for more requests to join a batch."},
+        default=0.0,
+        metadata={
+            "help": "transformers engine: wait this long for more requests before starting a batch (requests "
+            "that come later join the running batch at its next step anyway)."
+        },
     )
     max_waiting: int = field(default=256, metadata={"help": "Queued requests before new ones get 429."})
     max_body_bytes: int = field(

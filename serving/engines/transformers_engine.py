@@ -1,7 +1,8 @@
 """In-process engine over transformers: a scheduler thread gathers waiting requests into a batch and decodes
 them together, one token per step, with a shared KV cache (left padding, per-row positions, per-request
-sampling, stop strings, max tokens and cancellation). Finished rows leave the cache at once; requests that
-arrive mid-batch wait for the next batch."""
+sampling, stop strings, max tokens and cancellation). Finished rows leave the cache at once, and requests
+that arrive mid-batch join it at the next step (continuous batching): they are prefilled together, then
+their caches are left-padded to the batch's length and concatenated to it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from assistant.cli import resolve_model
 from assistant.inference import Assistant, normalize_messages
@@ -71,6 +73,78 @@ class _Job:
         if text:
             self.send(Delta(text, self.prompt_tokens, self.count))
         return True
+
+
+@dataclass
+class _Decoding:
+    """The running batch: its jobs, their shared KV cache, attention mask (B, L), positions of the last token
+    (B, 1) and the tokens to feed next (one per job)."""
+
+    jobs: list[_Job]
+    cache: Any
+    mask: torch.Tensor
+    positions: torch.Tensor
+    tokens: list[int]
+    engine: TransformersEngine
+
+    def advance(self, logits: torch.Tensor) -> None:
+        """Sample each job's next token from `logits` (B, V); drop the jobs that finished or were cancelled."""
+        eos_id = self.engine.assistant.tokenizer.eos_token_id
+        keep, tokens = [], []
+        for row, job in enumerate(self.jobs):
+            if job.cancelled.is_set():
+                job.done = True
+                continue
+            params = job.request.params
+            banned = eos_id if job.count < params.min_tokens else None
+            token = sample_row(logits[row], params, job.generator, banned)
+            if job.step(token, eos_id, self.engine._decode):
+                keep.append(row)
+                tokens.append(token)
+        self.engine.metrics.completion_tokens.inc(len(self.jobs))
+        if len(keep) < len(self.jobs):  # drop finished rows from the cache and the masks
+            index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+            self.cache.batch_select_indices(index)
+            self.mask, self.positions = self.mask[index], self.positions[index]
+            self.jobs = [self.jobs[row] for row in keep]
+        self.tokens = tokens
+        # the fed tokens' slots: one more attended position per row, positions one further
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.jobs), 1))], dim=1)  # (B, L + 1)
+        self.positions = self.positions + 1
+
+    def can_join(self) -> bool:
+        """Only plain full-attention cache layers are padded and joined."""
+        layers = getattr(self.cache, "layers", None)
+        return layers is not None and all(type(layer) is DynamicLayer for layer in layers)
+
+    def join(self, other: _Decoding) -> _Decoding:
+        """One batch of both: caches and masks left-padded to the longer length, then stacked."""
+        if not other.jobs:
+            return self
+        if not self.jobs:
+            return other
+        length = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            # the cache holds one slot fewer than the mask: the token fed next is not in it yet
+            mine.keys, mine.values = (
+                torch.cat([_pad_left(a, length - 1, dim=2), _pad_left(b, length - 1, dim=2)])
+                for a, b in ((mine.keys, theirs.keys), (mine.values, theirs.values))
+            )
+        self.mask = torch.cat([_pad_left(self.mask, length, dim=1), _pad_left(other.mask, length, dim=1)])
+        self.positions = torch.cat([self.positions, other.positions])
+        self.jobs += other.jobs
+        self.tokens += other.tokens
+        return self
+
+
+def _pad_left(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """`x` with zeros prepended along `dim` up to `length`."""
+    missing = length - x.shape[dim]
+    if missing <= 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
 
 
 class _JobStream:
@@ -219,51 +293,63 @@ class TransformersEngine:
                 break
         return [job for job in jobs if not job.cancelled.is_set()]
 
+    def _take_joiners(self, room: int) -> list[_Job]:
+        """Requests waiting now (no wait), at most `room` of them, for the running batch."""
+        jobs: list[_Job] = []
+        while len(jobs) < room:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if not job.cancelled.is_set():
+                jobs.append(job)
+        return jobs
+
     @torch.inference_mode()
     def _run_batch(self, jobs: list[_Job]) -> None:
         model = self.assistant.model
-        tokenizer = self.assistant.tokenizer
-        eos_id = tokenizer.eos_token_id
+        state = self._prefill(jobs)
+        while state.jobs:
+            joiners = self._take_joiners(self.settings.max_batch_size - len(state.jobs))
+            if joiners:
+                if state.can_join():
+                    self.metrics.batch_size.observe(len(joiners))
+                    state = state.join(self._prefill(joiners))
+                else:  # a cache this engine cannot pad (sliding windows): they go first in the next batch
+                    for job in joiners:
+                        self._queue.put(job)
+            self._running = len(state.jobs)
+            if not state.jobs:
+                break
+            out = model(
+                input_ids=torch.tensor(state.tokens, device=model.device)[:, None],  # (B, 1)
+                attention_mask=state.mask,
+                position_ids=state.positions,
+                cache=state.cache,
+                use_cache=True,
+            )
+            state.cache = out.cache
+            state.advance(out.logits[:, -1, :])
+            self._running = len(state.jobs)
 
-        def decode(ids: list[int]) -> str:
-            return tokenizer.decode(ids, skip_special_tokens=True)
-
+    def _prefill(self, jobs: list[_Job]) -> _Decoding:
+        """Run the prompts of `jobs` together and take each one's first token."""
+        model, tokenizer = self.assistant.model, self.assistant.tokenizer
         batch = collate([job.inputs for job in jobs], tokenizer.pad_token_id)
         batch = {k: v.to(model.device) for k, v in batch.items()}
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-        mask, positions = batch["attention_mask"], batch["position_ids"][:, -1:]  # (B, L), (B, 1)
         out = model(**batch, use_cache=True, logits_to_keep=1)
-        cache, logits = out.cache, out.logits[:, -1, :]  # (B, V)
-        active = list(jobs)
-        while active:
-            keep, tokens = [], []
-            for row, job in enumerate(active):
-                if job.cancelled.is_set():
-                    job.done = True
-                    continue
-                params = job.request.params
-                banned = eos_id if job.count < params.min_tokens else None
-                token = sample_row(logits[row], params, job.generator, banned)
-                if job.step(token, eos_id, decode):
-                    keep.append(row)
-                    tokens.append(token)
-            self.metrics.completion_tokens.inc(len(active))
-            if not keep:
-                break
-            if len(keep) < len(active):  # drop finished rows from the cache and the masks
-                index = torch.tensor(keep, device=model.device)
-                cache.batch_select_indices(index)
-                mask, positions = mask[index], positions[index]
-                active = [active[row] for row in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)  # (B, L + 1)
-            positions = positions + 1  # (B, 1)
-            step_ids = torch.tensor(tokens, device=model.device)[:, None]  # (B, 1)
-            out = model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=positions,
-                cache=cache,
-                use_cache=True,
-            )
-            cache, logits = out.cache, out.logits[:, -1, :]
+        state = _Decoding(
+            jobs=list(jobs),
+            cache=out.cache,
+            mask=batch["attention_mask"],  # (B, L)
+            positions=batch["position_ids"][:, -1:],  # (B, 1)
+            tokens=[],
+            engine=self,
+        )
+        state.advance(out.logits[:, -1, :])
+        return state
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.assistant.tokenizer.decode(ids, skip_special_tokens=True)

@@ -182,3 +182,35 @@ def test_deltas_that_queue_up_come_out_as_one(engine_run):
     assert "".join(d.text for d in deltas) == fast
     assert deltas[-1].completion_tokens == tokens == 40 and deltas[-1].finish_reason == reason == "length"
     assert len(deltas) <= 3  # the first token, then everything queued (and the finish, if it came apart)
+
+
+@pytest.mark.parametrize("long_sees_image", [False, True], ids=["batch-shorter", "batch-longer"])
+def test_requests_join_a_running_batch_and_decode_as_they_would_alone(engine_run, long_sees_image):
+    """Requests that arrive while a batch decodes join it at the next step (the shorter of the two caches
+    left-padded to the other's length), finish while it still runs, and answer as they would alone."""
+    engine, run_sync = engine_run
+    image = Image.new("RGB", (60, 40), (0, 90, 200))
+    long_images = [Image.new("RGB", (90, 90), (250, 200, 0))] if long_sees_image else []
+    joiners = [
+        request(
+            "j1", "how many objects are there?", [image], max_new_tokens=10, min_tokens=10
+        ),  # longer prompt
+        request("j2", "hi", max_new_tokens=14, min_tokens=14),  # shorter prompt
+    ]
+    alone = [run_sync(run(engine, r)) for r in joiners]
+
+    async def joined():
+        long = await engine.generate(
+            request("long", "a red circle", long_images, max_new_tokens=400, min_tokens=400)
+        )
+        for _ in range(5):  # the long request is decoding, its cache a few tokens past its prompt
+            await long.__anext__()
+        answers = await asyncio.gather(*(run(engine, r) for r in joiners))
+        after = await long.__anext__()
+        await long.aclose()
+        return answers, after
+
+    answers, after = run_sync(joined())
+    assert answers == alone
+    # the long request was still decoding when they finished: they joined it, they did not wait for it
+    assert after.finish_reason is None and after.completion_tokens < 400
