@@ -28,6 +28,7 @@ from benchmarks.common import (
     parse_bench_args,
     run_cli,
     summary,
+    torch_threads,
     toy_images,
     write_json,
 )
@@ -199,10 +200,7 @@ def bench_ocr(args: PreprocessArgs, assistant) -> dict:
 def main(args: PreprocessArgs) -> dict:
     from assistant.inference import Assistant
 
-    previous_threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         info = machine()
         choice = choose_model(args.model)
         assistant = Assistant.load(choice.path, device="cpu")
@@ -215,8 +213,6 @@ def main(args: PreprocessArgs) -> dict:
         }
         if not args.skip_ocr:
             report["ocr"] = bench_ocr(args, assistant)
-    finally:
-        torch.set_num_threads(previous_threads)
     write_json(args.out, report)
     return report
 

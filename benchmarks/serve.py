@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-import torch
 from tqdm import tqdm
 
 from benchmarks.common import (
@@ -39,6 +38,7 @@ from benchmarks.common import (
     parse_bench_args,
     run_cli,
     summary,
+    torch_threads,
     toy_images,
     write_json,
 )
@@ -342,10 +342,7 @@ def output_lengths(results: dict) -> dict[str, float]:
 
 
 def main(args: ServeBenchArgs) -> dict:
-    previous_threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         info = machine()
         choice = choose_model(args.model)
         images = toy_images(args.images, seed=1_000)
@@ -353,8 +350,6 @@ def main(args: ServeBenchArgs) -> dict:
         results["naive"] = bench_server(args, "naive", choice.path, args.naive_concurrency, images)
         results["project"] = bench_server(args, "project", choice.path, args.concurrency, images)
         results["engine"] = bench_engine(args, choice.path, args.concurrency, images)
-    finally:
-        torch.set_num_threads(previous_threads)
     lengths = output_lengths(results)
     if set(lengths.values()) != {float(args.max_tokens)}:
         log.warning(

@@ -76,9 +76,10 @@ def create_naive_app(model_dir: str) -> FastAPI:
     async def chat(request: Request) -> StreamingResponse:
         body = await request.json()
         messages, images = _messages(body)
-        max_tokens = int(body.get("max_tokens") or 64)
         params = SamplingParams(
-            max_new_tokens=max_tokens, temperature=0.0, min_tokens=int(body.get("min_tokens") or 0)
+            max_new_tokens=int(body.get("max_tokens") or 64),
+            temperature=0.0,
+            min_tokens=int(body.get("min_tokens") or 0),
         )
         rid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body.get("model", "naive")
 

@@ -34,6 +34,7 @@ from benchmarks.common import (
     matmul_peak_flops,
     parse_bench_args,
     run_cli,
+    torch_threads,
     write_json,
 )
 
@@ -217,9 +218,8 @@ def main(args: TrainBenchArgs) -> dict:
 
     peak = matmul_peak_flops()
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    peak_1 = matmul_peak_flops()
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        peak_1 = matmul_peak_flops()
     log.info(
         "measured fp32 matmul peak: %.1f GFLOP/s (%d threads), %.1f (1 thread)",
         peak / 1e9,

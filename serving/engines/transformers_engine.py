@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from transformers.cache_utils import DynamicLayer
 
 from assistant.cli import resolve_model
@@ -124,27 +125,18 @@ class _Decoding:
         if not self.jobs:
             return other
         length = max(self.mask.shape[1], other.mask.shape[1])
+        # zeros on the left: the cache (B, H, L - 1, D) holds one slot fewer than the mask (B, L), since the
+        # token fed next is not in it yet; a zero in the mask hides the padded slots
         for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
-            # the cache holds one slot fewer than the mask: the token fed next is not in it yet
             mine.keys, mine.values = (
-                torch.cat([_pad_left(a, length - 1, dim=2), _pad_left(b, length - 1, dim=2)])
-                for a, b in ((mine.keys, theirs.keys), (mine.values, theirs.values))
+                torch.cat([F.pad(x, (0, 0, length - 1 - x.shape[2], 0)) for x in pair])
+                for pair in ((mine.keys, theirs.keys), (mine.values, theirs.values))
             )
-        self.mask = torch.cat([_pad_left(self.mask, length, dim=1), _pad_left(other.mask, length, dim=1)])
+        self.mask = torch.cat([F.pad(m, (length - m.shape[1], 0)) for m in (self.mask, other.mask)])
         self.positions = torch.cat([self.positions, other.positions])
         self.jobs += other.jobs
         self.tokens += other.tokens
         return self
-
-
-def _pad_left(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    """`x` with zeros prepended along `dim` up to `length`."""
-    missing = length - x.shape[dim]
-    if missing <= 0:
-        return x
-    shape = list(x.shape)
-    shape[dim] = missing
-    return torch.cat([x.new_zeros(shape), x], dim=dim)
 
 
 class _JobStream:
@@ -319,8 +311,6 @@ class TransformersEngine:
                     for job in joiners:
                         self._queue.put(job)
             self._running = len(state.jobs)
-            if not state.jobs:
-                break
             out = model(
                 input_ids=torch.tensor(state.tokens, device=model.device)[:, None],  # (B, 1)
                 attention_mask=state.mask,
