@@ -7,10 +7,11 @@ concurrency 1, 2, 4, 8, 16, in one run, on the same prompts and toy-world images
 Metrics per request: time to first token (TTFT), time per output token after the first (TPOT), latency; per
 repeat: requests/s and output tokens/s. Each contender gets a warm-up wave, then `--repeats` waves; figures are
 the median over repeats with [min-max]. Ratios are against the baselines measured in this same run.
-The engine behind this server is also measured in process (no HTTP, no client in the loop), which separates
-the engine's cost from the HTTP stack's. Every answer has exactly `--max-tokens` tokens: the end of turn is held
-back with `min_new_tokens` (generate) and vLLM's `min_tokens` extra (both servers, the engine), so a trained
-model that answers "3" and stops still does the same work in every contender; the completion tokens (from
+The engine behind this server is also measured without HTTP (called from Python, its engine core process
+and all, no client in the loop), which separates the engine's cost from the HTTP stack's. Every answer has
+exactly `--max-tokens` tokens: the end of turn is held back with `min_new_tokens` (generate) and vLLM's
+`min_tokens` extra (both servers, the engine), so a trained model that answers "3" and stops still does the
+same work in every contender; the completion tokens (from
 `usage`) are reported and checked. All contenders run torch with `--threads` (1 by default: steadier on shared
 cores).
 """
@@ -270,7 +271,7 @@ def bench_server(args: ServeBenchArgs, kind: str, model_dir: str, levels: list[i
     return results
 
 
-# --- this server's engine, in process (no HTTP): separates the engine's cost from the HTTP stack's ---------
+# --- this server's engine without HTTP (called from Python): the engine's cost apart from the HTTP stack's ---
 
 
 def bench_engine(args: ServeBenchArgs, model_dir: str, levels: list[int], images: list) -> dict:
@@ -317,7 +318,7 @@ def bench_engine(args: ServeBenchArgs, model_dir: str, levels: list[int], images
                 work = workload(c * args.requests_per_worker, images)
                 await wave(work[:c], c)  # warm-up
                 waves, samples = [], []
-                for _ in tqdm(range(args.repeats), desc=f"engine in process c={c}", leave=False):
+                for _ in tqdm(range(args.repeats), desc=f"engine, no HTTP, c={c}", leave=False):
                     got, wall = await wave(work, c)
                     waves.append(wave_stats(got, wall))
                     samples += got

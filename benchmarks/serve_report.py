@@ -80,7 +80,7 @@ def plot(results: dict, path: str | Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(8.4, 4.2), dpi=120)
     contenders = (
         ("project", "this server (HTTP)", "o"),
-        ("engine", "its engine in process (no HTTP)", "^"),
+        ("engine", "its engine, no HTTP", "^"),
         ("naive", "naive FastAPI server", "s"),
     )
     for key, label, marker in contenders:

@@ -24,7 +24,9 @@ def metric(text: str, name: str) -> float:
 
 
 def rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
+    """Resident memory of this process and its children (the engine cores of the servers it started)."""
+    me = psutil.Process()
+    return sum(p.memory_info().rss for p in (me, *me.children(recursive=True))) / 2**20
 
 
 def is_openai_error(body: object) -> bool:

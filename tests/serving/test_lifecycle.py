@@ -156,12 +156,12 @@ def test_client_disconnect_stops_generation(tiny_model_dir):
 def test_dead_engine_reports_503(tiny_model_dir):
     with running_server(server_settings(tiny_model_dir)) as (url, server):
         assert httpx.get(url + "/health").status_code == 200
-        engine = (
-            server.config.loaded_app.app.state.engine if hasattr(server.config.loaded_app, "app") else None
-        )
-        engine = engine or _find_engine(server)
-        engine._stopping.set()  # the scheduler thread ends, as when it dies
-        engine._thread.join(10)
+        engine = _find_engine(server)
+        engine._process.kill()  # the engine core dies (say, the OOM killer)
+        engine._process.wait(10)
+        deadline = time.monotonic() + 5
+        while httpx.get(url + "/health").status_code != 503 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert httpx.get(url + "/health").status_code == 503
         assert httpx.get(url + "/ready", headers=AUTH).status_code == 503
         body = {"model": tiny_model_dir.name, "messages": [{"role": "user", "content": "hi"}]}

@@ -1,0 +1,383 @@
+"""The transformers engine's core, in a process of its own: it loads the model, gathers the requests its parent
+(`TransformersEngine`, in the API server's process) sends into batches and decodes them together, one token per
+step, with a shared KV cache (left padding, per-row positions, per-request sampling, stop strings, max tokens and
+cancellation), and sends back each step's text deltas in one message. Finished rows leave the cache at once, and
+requests that arrive mid-batch join it at the next step (continuous batching): they are prefilled together, then
+their caches are left-padded to the batch's length and concatenated to it.
+
+Why a process: a small model's forward pass is mostly Python, and so is the HTTP work of streaming its tokens;
+in one process they take turns on one GIL and each slows the other. vLLM splits its engine core from its API
+server for the same reason.
+
+    python -m serving.engines.engine_core --fd N     # started by TransformersEngine over a socket pair
+
+Messages (pickled by `multiprocessing.connection`, arrays as numpy):
+    parent -> core: ("start", CoreConfig) once, then ("add", id, inputs, max_tokens, params), ("cancel", id),
+                    ("stop",): finish what is running and queued, then exit
+    core -> parent: ("ready", {"device", "context_length"}) or ("failed", message), then ("step", Step)...
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicLayer
+
+from assistant.errors import AssistantError
+from assistant.inference import Assistant, SamplingParams
+from serving.engines.decoding import TextTracker, collate, make_generator, sample_row
+
+log = logging.getLogger("serving.engine_core")
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    model: str
+    device: str = "auto"
+    dtype: str | None = None
+    max_batch_size: int = 8
+    batch_wait_ms: float = 0.0
+    threads: int = 0  # torch threads; 0: torch's default
+    log_level: int = logging.INFO
+
+
+class Step(NamedTuple):
+    """What one scheduler step produced, sent as one message: text deltas (id, text, tokens so far, finish
+    reason or None), failed requests (id, message), tokens generated, sizes of batches started or joined, and
+    the requests running and waiting after it."""
+
+    deltas: list[tuple[int, str, int, str | None]]
+    errors: list[tuple[int, str]]
+    tokens: int
+    batches: list[int]
+    running: int
+    waiting: int
+
+
+@dataclass
+class _Job:
+    id: int
+    inputs: dict[str, torch.Tensor]
+    max_tokens: int
+    params: SamplingParams
+    core: EngineCore
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.tracker = TextTracker(self.params.stop)
+        self.generator = make_generator(self.params)
+        self.count = 0
+
+    def finish(self, text: str, reason: str) -> None:
+        self.done = True
+        self.core.emit(self, text, reason)
+
+    def step(self, token: int, eos_id: int | None, decode) -> bool:
+        """Take one generated token; True while the request wants more."""
+        self.count += 1
+        if token == eos_id:
+            self.finish(self.tracker.flush(decode), "stop")
+            return False
+        text = self.tracker.push(token, decode)
+        if self.tracker.stopped:
+            self.finish(text, "stop")
+            return False
+        if self.count >= self.max_tokens:
+            self.finish(text + self.tracker.flush(decode), "length")
+            return False
+        if text:
+            self.core.emit(self, text)
+        return True
+
+
+@dataclass
+class _Decoding:
+    """The running batch: its jobs, their shared KV cache, attention mask (B, L), positions of the last token
+    (B, 1) and the tokens to feed next (one per job)."""
+
+    jobs: list[_Job]
+    cache: Any
+    mask: torch.Tensor
+    positions: torch.Tensor
+    tokens: list[int]
+    core: EngineCore
+
+    def advance(self, logits: torch.Tensor) -> None:
+        """Sample each job's next token from `logits` (B, V); drop the jobs that finished or were cancelled."""
+        eos_id = self.core.assistant.tokenizer.eos_token_id
+        keep, tokens = [], []
+        for row, job in enumerate(self.jobs):
+            if job.cancelled.is_set():
+                job.done = True
+                self.core.forget(job)
+                continue
+            params = job.params
+            banned = eos_id if job.count < params.min_tokens else None
+            token = sample_row(logits[row], params, job.generator, banned)
+            if job.step(token, eos_id, self.core.decode):
+                keep.append(row)
+                tokens.append(token)
+        self.core.outbox_tokens += len(self.jobs)
+        if len(keep) < len(self.jobs):  # drop finished rows from the cache and the masks
+            index = torch.tensor(keep, dtype=torch.long, device=self.mask.device)
+            self.cache.batch_select_indices(index)
+            self.mask, self.positions = self.mask[index], self.positions[index]
+            self.jobs = [self.jobs[row] for row in keep]
+        self.tokens = tokens
+        # the fed tokens' slots: one more attended position per row, positions one further
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.jobs), 1))], dim=1)  # (B, L + 1)
+        self.positions = self.positions + 1
+
+    def can_join(self) -> bool:
+        """Only plain full-attention cache layers are padded and joined."""
+        layers = getattr(self.cache, "layers", None)
+        return layers is not None and all(type(layer) is DynamicLayer for layer in layers)
+
+    def join(self, other: _Decoding) -> _Decoding:
+        """One batch of both: caches and masks left-padded to the longer length, then stacked."""
+        if not other.jobs:
+            return self
+        if not self.jobs:
+            return other
+        length = max(self.mask.shape[1], other.mask.shape[1])
+        # zeros on the left: the cache (B, H, L - 1, D) holds one slot fewer than the mask (B, L), since the
+        # token fed next is not in it yet; a zero in the mask hides the padded slots
+        for mine, theirs in zip(self.cache.layers, other.cache.layers, strict=True):
+            mine.keys, mine.values = (
+                torch.cat([F.pad(x, (0, 0, length - 1 - x.shape[2], 0)) for x in pair])
+                for pair in ((mine.keys, theirs.keys), (mine.values, theirs.values))
+            )
+        self.mask = torch.cat([F.pad(m, (length - m.shape[1], 0)) for m in (self.mask, other.mask)])
+        self.positions = torch.cat([self.positions, other.positions])
+        self.jobs += other.jobs
+        self.tokens += other.tokens
+        return self
+
+
+class EngineCore:
+    """The scheduler (this process's main thread) and the receiver of the parent's messages (a thread)."""
+
+    def __init__(self, assistant: Assistant, conn: Connection, config: CoreConfig) -> None:
+        self.assistant = assistant
+        self.conn = conn
+        self.config = config
+        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._jobs: dict[int, _Job] = {}  # admitted and not yet finished, for "cancel"
+        self._stopping = threading.Event()
+        self._running = 0
+        self._deltas: list[tuple[int, str, int, str | None]] = []
+        self._errors: list[tuple[int, str]] = []
+        self._batches: list[int] = []
+        self.outbox_tokens = 0
+
+    # --- messages ----------------------------------------------------------------------------------------
+
+    def receive(self) -> None:
+        """Until the parent goes away: admit requests, flag cancellations, note the stop."""
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):  # the parent is gone: nobody reads answers any more
+                self._stopping.set()
+                for job in list(self._jobs.values()):
+                    job.cancelled.set()
+                return
+            kind = message[0]
+            if kind == "add":
+                _, job_id, arrays, max_tokens, params = message
+                inputs = {name: torch.from_numpy(array) for name, array in arrays.items()}
+                job = _Job(job_id, inputs, max_tokens, params, self)
+                self._jobs[job_id] = job
+                self._queue.put(job)
+            elif kind == "cancel":
+                job = self._jobs.get(message[1])
+                if job is not None:
+                    job.cancelled.set()
+            elif kind == "stop":
+                self._stopping.set()
+
+    def emit(self, job: _Job, text: str, reason: str | None = None) -> None:
+        self._deltas.append((job.id, text, job.count, reason))
+        if reason is not None:
+            self.forget(job)
+
+    def fail(self, job: _Job, message: str) -> None:
+        job.done = True
+        self._errors.append((job.id, message))
+        self.forget(job)
+
+    def forget(self, job: _Job) -> None:
+        self._jobs.pop(job.id, None)
+
+    def flush(self) -> None:
+        """Send what the last step produced, as one message."""
+        step = Step(
+            self._deltas,
+            self._errors,
+            self.outbox_tokens,
+            self._batches,
+            self._running,
+            self._queue.qsize(),
+        )
+        self._deltas, self._errors, self._batches, self.outbox_tokens = [], [], [], 0
+        try:
+            self.conn.send(("step", step))
+        except OSError:  # the parent is gone
+            self._stopping.set()
+
+    def decode(self, ids: list[int]) -> str:
+        return self.assistant.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # --- the scheduler -----------------------------------------------------------------------------------
+
+    def schedule(self) -> None:
+        """Run batches until told to stop and nothing is left."""
+        while not (self._stopping.is_set() and self._queue.empty()):
+            jobs = self._take_batch()
+            if not jobs:
+                continue
+            self._running = len(jobs)
+            self._batches.append(len(jobs))
+            try:
+                self._run_batch(jobs)
+            except Exception:  # a failed batch fails its requests, never the engine
+                log.exception("a batch of %d requests failed", len(jobs))
+                for job in jobs:
+                    if not job.done:
+                        self.fail(job, "the engine failed on this request; retry it")
+            finally:
+                self._running = 0
+                self.flush()
+
+    def _take_batch(self) -> list[_Job]:
+        try:
+            jobs = [self._queue.get(timeout=0.05)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self.config.batch_wait_ms / 1000
+        while len(jobs) < self.config.max_batch_size:
+            try:
+                jobs.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return self._live(jobs)
+
+    def _take_joiners(self, room: int) -> list[_Job]:
+        """Requests waiting now (no wait), at most `room` of them, for the running batch."""
+        jobs: list[_Job] = []
+        while len(jobs) < room:
+            try:
+                jobs.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return self._live(jobs)
+
+    def _live(self, jobs: list[_Job]) -> list[_Job]:
+        """The jobs not cancelled while they waited (those are forgotten)."""
+        for job in jobs:
+            if job.cancelled.is_set():
+                self.forget(job)
+        return [job for job in jobs if not job.cancelled.is_set()]
+
+    @torch.inference_mode()
+    def _run_batch(self, jobs: list[_Job]) -> None:
+        model = self.assistant.model
+        state = self._prefill(jobs)
+        self._running = len(state.jobs)
+        self.flush()
+        while state.jobs:
+            joiners = self._take_joiners(self.config.max_batch_size - len(state.jobs))
+            if joiners:
+                if state.can_join():
+                    self._batches.append(len(joiners))
+                    state = state.join(self._prefill(joiners))
+                    self.flush()  # the joiners' first tokens, before the next step
+                else:  # a cache this engine cannot pad (sliding windows): they go first in the next batch
+                    for job in joiners:
+                        self._queue.put(job)
+            self._running = len(state.jobs)
+            out = model(
+                input_ids=torch.tensor(state.tokens, device=model.device)[:, None],  # (B, 1)
+                attention_mask=state.mask,
+                position_ids=state.positions,
+                cache=state.cache,
+                use_cache=True,
+            )
+            state.cache = out.cache
+            state.advance(out.logits[:, -1, :])
+            self._running = len(state.jobs)
+            self.flush()
+
+    def _prefill(self, jobs: list[_Job]) -> _Decoding:
+        """Run the prompts of `jobs` together and take each one's first token."""
+        model, tokenizer = self.assistant.model, self.assistant.tokenizer
+        batch = collate([job.inputs for job in jobs], tokenizer.pad_token_id)
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+        out = model(**batch, use_cache=True, logits_to_keep=1)
+        state = _Decoding(
+            jobs=list(jobs),
+            cache=out.cache,
+            mask=batch["attention_mask"],  # (B, L)
+            positions=batch["position_ids"][:, -1:],  # (B, 1)
+            tokens=[],
+            core=self,
+        )
+        state.advance(out.logits[:, -1, :])
+        return state
+
+
+def to_arrays(inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Processor outputs as numpy arrays: they pickle as plain buffers (tensors would go through shared memory)."""
+    return {name: value.numpy() for name, value in inputs.items()}
+
+
+def serve(conn: Connection) -> int:
+    """Load the model named by the parent's "start" message, say "ready" (or "failed"), then schedule until
+    stopped. The exit status is 0 after a stop, 1 if loading failed."""
+    kind, config = conn.recv()
+    if kind != "start":
+        raise RuntimeError(f"the engine core expected 'start' first, got {kind!r}")
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s [engine core] %(message)s")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        assistant = Assistant.load(config.model, device=config.device, dtype=config.dtype)
+    except AssistantError as exc:
+        conn.send(("failed", str(exc)))
+        return 1
+    core = EngineCore(assistant, conn, config)
+    threading.Thread(target=core.receive, name="engine-core-receiver", daemon=True).start()
+    conn.send(("ready", {"device": str(assistant.device), "context_length": assistant.context_length}))
+    log.info("engine core ready: %s on %s", config.model, assistant.device)
+    core.schedule()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fd", type=int, required=True, help="The socket to the parent (inherited).")
+    args = parser.parse_args(argv)
+    # Ctrl-C reaches the whole process group; the parent decides when the core stops (it drains first)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with Connection(args.fd) as conn:
+        return serve(conn)
+
+
+if __name__ == "__main__":  # run the module under its own name, so what it pickles names that module
+    from serving.engines import engine_core
+
+    raise SystemExit(engine_core.main())
