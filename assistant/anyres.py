@@ -1,7 +1,8 @@
 """A faster AnyRes preprocessing path, numerically equivalent to transformers' `LlavaNextImageProcessorPil`.
 
-    from assistant.anyres import anyres_preprocess
+    from assistant.anyres import anyres_preprocess, with_fast_anyres
     batch = anyres_preprocess(images, processor.image_processor)   # {"pixel_values", "image_sizes"}, torch
+    processor = with_fast_anyres(processor)   # the processor, its AnyRes calls on this path (inference loads)
 
 The reference converts every crop between PIL and NumPy, resizes each tile to the size it already has,
 and rescales and normalises each tile on its own. This path does the same arithmetic once per image: one PIL
@@ -20,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from transformers.image_processing_utils import select_best_resolution
+from transformers.image_processing_utils import BatchFeature, select_best_resolution
+from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 from assistant.errors import ConfigError
 
@@ -98,3 +100,59 @@ def anyres_preprocess(images: list[Image.Image], image_processor: Any) -> dict[s
         pixel_values[row, : len(x)] = x
     sizes = [[img.height, img.width] for img in images]
     return {"pixel_values": torch.from_numpy(pixel_values), "image_sizes": torch.tensor(sizes)}
+
+
+def fast_path_fits(image_processor: Any) -> bool:
+    """True when `anyres_preprocess` reproduces this processor: a LLaVA-NeXT PIL processor with the standard
+    settings (square tiles, base view squashed to one tile, rescale by 1/255, normalise, pad), as
+    `assistant.processing` builds it and as the hub's LLaVA-NeXT checkpoints ship it."""
+    ip = image_processor
+    crop, size = ip.crop_size, ip.size
+    tile = crop.get("height") if isinstance(crop, dict) else getattr(crop, "height", None)
+    side = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
+    width = crop.get("width") if isinstance(crop, dict) else getattr(crop, "width", None)
+    return (
+        isinstance(ip, LlavaNextImageProcessorPil)
+        and bool(tile)
+        and tile == width == side
+        and all(getattr(ip, flag, False) for flag in ("do_resize", "do_rescale", "do_normalize", "do_pad"))
+        and getattr(ip, "do_convert_rgb", True) is not False
+        and abs(float(ip.rescale_factor) - 1 / 255) < 1e-12
+    )
+
+
+class AnyResImageProcessor(LlavaNextImageProcessorPil):
+    """`LlavaNextImageProcessorPil` whose calls with PIL images and default options (what the processor makes
+    for a chat prompt) take `anyres_preprocess`; any other call goes to the reference. It saves as the
+    reference class, so a directory it writes loads anywhere."""
+
+    def preprocess(self, images: Any, *args: Any, **kwargs: Any) -> BatchFeature:
+        pil = images if isinstance(images, list) else [images]
+        options = {k: v for k, v in kwargs.items() if v is not None}
+        if (
+            not args
+            and pil
+            and all(isinstance(img, Image.Image) for img in pil)
+            and options.get("return_tensors") == "pt"
+            and set(options) <= {"return_tensors", "do_pad"}
+            and options.get("do_pad", True)
+        ):
+            return BatchFeature(anyres_preprocess(pil, self))
+        return super().preprocess(images, *args, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["image_processor_type"] = LlavaNextImageProcessorPil.__name__
+        return out
+
+
+def with_fast_anyres(processor: Any) -> Any:
+    """`processor` with its image processor on the fast path, when the fast path reproduces it exactly
+    (`fast_path_fits`); otherwise `processor` unchanged."""
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is None or type(image_processor) is not LlavaNextImageProcessorPil:
+        return processor
+    if not fast_path_fits(image_processor):
+        return processor
+    processor.image_processor = AnyResImageProcessor.from_dict(image_processor.to_dict())
+    return processor

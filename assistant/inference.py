@@ -27,6 +27,7 @@ from transformers import (
     TextIteratorStreamer,
 )
 
+from assistant.anyres import with_fast_anyres
 from assistant.errors import InputError, ModelLoadError
 from assistant.images import load_image
 from assistant.tokenizer import IMAGE_TOKEN
@@ -161,7 +162,7 @@ class Assistant:
         )
         try:
             model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype).to(device)
-            processor = AutoProcessor.from_pretrained(source)
+            processor = with_fast_anyres(AutoProcessor.from_pretrained(source))
         # safetensors, torch and config errors have no common base; all of them mean "broken"
         except Exception as exc:
             log.debug("loading %s failed", source, exc_info=True)

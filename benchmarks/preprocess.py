@@ -1,12 +1,13 @@
-"""Preprocessing benchmark: AnyRes images/s (the reference transformers processor the project uses, against the
-fast path in `assistant.anyres`), and the OCR tile path's cost and share of time to first token, with and
+"""Preprocessing benchmark: AnyRes images/s (the reference transformers processor, against the fast path in
+`assistant.anyres` that the project uses), and the OCR tile path's cost and share of time to first token, with and
 without its cache.
 
     python -m benchmarks.preprocess                      # embedded model (or the stand-in), writes results/
     python -m benchmarks.preprocess --quick --model DIR  # seconds, exercises every path
 
-The project's own AnyRes path IS transformers' `LlavaNextImageProcessorPil` (assistant.processing builds it;
-`Assistant.prepare` and the serving engine call it through the processor), so that is the reference measured.
+The reference is transformers' `LlavaNextImageProcessorPil` (what `assistant.processing` builds and saves).
+`Assistant.load` and the serving engine put the fast path in its place (`with_fast_anyres`) when it gives the
+same pixels, which it does for that processor's settings; both are measured here on the same images.
 Time to first token (TTFT) here is in-process: chat template + image processing + prefill + one token,
 with the OCR hint in the prompt when OCR ran, at batch 1.
 """
@@ -74,9 +75,12 @@ def images_per_s(fn, images: list, repeats: int, desc: str) -> dict:
 
 
 def bench_anyres(args: PreprocessArgs, processor) -> dict:
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
     from assistant.anyres import anyres_preprocess
 
-    image_processor = processor.image_processor
+    # the reference, even where the processor given is already on the fast path
+    image_processor = LlavaNextImageProcessorPil.from_dict(processor.image_processor.to_dict())
     out = {"reference_class": type(image_processor).__name__, "sets": {}}
     for preset in ("tiny", "standard"):
         images = toy_images(args.images, seed=2_000, preset=preset)

@@ -68,7 +68,13 @@ class ServeBenchArgs:
     )
     max_tokens: int = field(default=32, metadata={"help": "max_tokens of every request."})
     repeats: int = field(default=5, metadata={"help": "Measured waves per contender and level (>= 1)."})
-    requests_per_worker: int = field(default=2, metadata={"help": "Requests each client sends per wave."})
+    requests_per_worker: int = field(
+        default=2,
+        metadata={
+            "help": "Requests each client sends per wave (a wave has at least --sequential-requests, so "
+            "low-concurrency waves are as long as the generate baseline's)."
+        },
+    )
     sequential_requests: int = field(default=8, metadata={"help": "Bare generate calls per repeat."})
     threads: int = field(
         default=1,
@@ -111,6 +117,10 @@ class Sample:
     @property
     def tpot(self) -> float:
         return (self.latency - self.ttft) / max(self.tokens - 1, 1)
+
+
+def wave_size(args: ServeBenchArgs, concurrency: int) -> int:
+    return max(concurrency * args.requests_per_worker, args.sequential_requests)
 
 
 def workload(n: int, images: list) -> list[tuple[str, object]]:
@@ -254,10 +264,7 @@ def bench_server(args: ServeBenchArgs, kind: str, model_dir: str, levels: list[i
     results = {}
     try:
         for c in levels:
-            work = [
-                (q, urls[i % len(urls)])
-                for i, (q, _) in enumerate(workload(c * args.requests_per_worker, images))
-            ]
+            work = [(q, urls[i % len(urls)]) for i, (q, _) in enumerate(workload(wave_size(args, c), images))]
             asyncio.run(_wave(base, model, work[:c], c, args.max_tokens))  # warm-up
             waves, samples = [], []
             for _ in tqdm(range(args.repeats), desc=f"{kind} server c={c}", leave=False):
@@ -315,7 +322,7 @@ def bench_engine(args: ServeBenchArgs, model_dir: str, levels: list[int], images
         results = {}
         try:
             for c in levels:
-                work = workload(c * args.requests_per_worker, images)
+                work = workload(wave_size(args, c), images)
                 await wave(work[:c], c)  # warm-up
                 waves, samples = [], []
                 for _ in tqdm(range(args.repeats), desc=f"engine, no HTTP, c={c}", leave=False):

@@ -1,4 +1,5 @@
-"""The fast AnyRes path gives the reference LLaVA-NeXT processor's pixel values, on many image sizes."""
+"""The fast AnyRes path gives the reference LLaVA-NeXT processor's pixel values, on many image sizes; the
+processor `with_fast_anyres` gives the reference processor's whole output, and saves as the reference."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor
 
-from assistant.anyres import anyres_preprocess, fit_size
+from assistant.anyres import AnyResImageProcessor, anyres_preprocess, fit_size, with_fast_anyres
 from assistant.errors import ConfigError
 from assistant.toyworld import PRESETS, generate_scene, render
 
@@ -48,14 +49,47 @@ def test_batch_of_mixed_sizes_and_modes_matches_reference(image_processor, red_i
     assert torch.equal(fast["image_sizes"], ref["image_sizes"])
 
 
-def test_model_gives_the_same_logits_with_either_path(tiny_assistant, red_image):
+def test_model_gives_the_same_logits_with_either_path(tiny_assistant, tiny_model_dir, red_image):
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is it?"}]}]
-    inputs = tiny_assistant.prepare(messages, [red_image])
-    fast = anyres_preprocess([red_image], tiny_assistant.processor.image_processor)
+    reference = AutoProcessor.from_pretrained(tiny_model_dir)
+    assert type(reference.image_processor) is not AnyResImageProcessor
+    prompt = reference.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = reference(images=[red_image], text=[prompt], return_tensors="pt")
+    assert isinstance(tiny_assistant.processor.image_processor, AnyResImageProcessor)  # Assistant.load's
+    fast = tiny_assistant.prepare(messages, [red_image])
     with torch.inference_mode():
         ref_logits = tiny_assistant.model(**inputs).logits
-        fast_logits = tiny_assistant.model(**{**inputs, **fast}).logits
+        fast_logits = tiny_assistant.model(**fast).logits
     assert torch.allclose(ref_logits, fast_logits, atol=1e-5)
+
+
+def test_processor_on_the_fast_path_gives_the_reference_output(tiny_model_dir, red_image, tmp_path):
+    reference = AutoProcessor.from_pretrained(tiny_model_dir)
+    fast = with_fast_anyres(AutoProcessor.from_pretrained(tiny_model_dir))
+    assert isinstance(fast.image_processor, AnyResImageProcessor)
+    images = [red_image, noise(37, 91, 3), render(generate_scene(7, PRESETS["tiny"]))]
+    content = [{"type": "image"}, {"type": "text", "text": "and"}, {"type": "image"}, {"type": "image"}]
+    prompt = reference.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+    want = reference(images=images, text=[prompt], return_tensors="pt")
+    got = fast(images=images, text=[prompt], return_tensors="pt")
+    assert set(got) == set(want)
+    for key in want:
+        assert torch.equal(got[key], want[key]), key
+    # calls the fast path does not reproduce go to the reference
+    unpadded = fast.image_processor([red_image], return_tensors="pt", do_pad=False)
+    assert torch.equal(
+        unpadded["pixel_values"],
+        reference.image_processor([red_image], return_tensors="pt", do_pad=False)["pixel_values"],
+    )
+    # it saves as the reference class, so the directory loads anywhere
+    fast.save_pretrained(tmp_path)
+    assert type(AutoProcessor.from_pretrained(tmp_path).image_processor) is type(reference.image_processor)
+
+
+def test_processors_the_fast_path_does_not_reproduce_are_left_alone(tiny_model_dir):
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    processor.image_processor.size = {"shortest_edge": 2 * processor.image_processor.crop_size["height"]}
+    assert with_fast_anyres(processor).image_processor.__class__ is not AnyResImageProcessor
 
 
 def test_fit_size_keeps_aspect_ratio():

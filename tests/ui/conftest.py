@@ -29,13 +29,15 @@ class UIServer:
 
 @pytest.fixture(scope="session")
 def ui_model_dir(tmp_path_factory, tiny_spec) -> Path:
-    """The tiny test model with a 4096-token context, so an answer can run long enough for Stop to land
-    before it ends on a fast machine (512 positions at ~2 ms a token finished before the click)."""
+    """The tiny test model with a 4096-token context and 8 layers, so an answer runs long enough for Stop to
+    land before it ends (512 positions at ~2 ms a token finished before the click; with the engine in a
+    process of its own, 2048 tokens of the 2-layer model did too)."""
     from dataclasses import replace
 
     from assistant.modeling import build_model, save_model
 
-    spec = replace(tiny_spec, language={**tiny_spec.language, "max_position_embeddings": 4096})
+    language = {**tiny_spec.language, "max_position_embeddings": 4096, "num_hidden_layers": 8}
+    spec = replace(tiny_spec, language=language)
     return save_model(*build_model(spec), tmp_path_factory.mktemp("ui-model") / "tiny-llava-next-4k")
 
 
