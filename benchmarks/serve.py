@@ -152,7 +152,8 @@ def aggregate(waves: list[dict[str, float]], samples: list[Sample]) -> dict:
 # --- bare generate ----------------------------------------------------------------------------------------
 
 
-def bench_generate(args: ServeBenchArgs, model_dir: str, images: list) -> dict:
+def generate_runner(args: ServeBenchArgs, model_dir: str):
+    """A function (question, image) -> Sample that answers with bare `model.generate`, timed by a streamer."""
     from transformers.generation.streamers import BaseStreamer
 
     from assistant.inference import Assistant
@@ -186,6 +187,11 @@ def bench_generate(args: ServeBenchArgs, model_dir: str, images: list) -> dict:
         first = clock.calls[1] if len(clock.calls) > 1 else end
         return Sample(first - start, end - start, tokens)
 
+    return one
+
+
+def bench_generate(args: ServeBenchArgs, model_dir: str, images: list) -> dict:
+    one = generate_runner(args, model_dir)
     work = workload(args.sequential_requests, images)
     one(*work[0])  # warm-up
     waves, samples = [], []
@@ -195,6 +201,43 @@ def bench_generate(args: ServeBenchArgs, model_dir: str, images: list) -> dict:
         waves.append(wave_stats(wave, time.perf_counter() - start))
         samples += wave
     return aggregate(waves, samples)
+
+
+def bench_paired_c1(args: ServeBenchArgs, model_dir: str, images: list) -> dict:
+    """Bare `generate` and this server at concurrency 1, wave for wave in turn (which goes first alternates):
+    the ratio of each pair's median latencies. A slow spell of a shared machine then hits both sides of a
+    pair instead of one contender's whole block, so this ratio is steadier than the blocks' medians."""
+    one = generate_runner(args, model_dir)
+    work = workload(args.sequential_requests, images)
+    urls = [data_url(image) for image in images]
+    server_work = [(q, urls[i % len(urls)]) for i, (q, _) in enumerate(work)]
+    server = ServerProcess("project", model_dir, args.max_batch_size, args.threads)
+    try:
+        model = httpx.get(server.base_url + "/v1/models").json()["data"][0]["id"]
+
+        def generate_wave() -> float:
+            return statistics.median(one(q, img).latency for q, img in work)
+
+        def server_wave() -> float:
+            samples, _ = asyncio.run(_wave(server.base_url, model, server_work, 1, args.max_tokens))
+            return statistics.median(s.latency for s in samples)
+
+        generate_wave(), server_wave()  # warm-up
+        pairs = []
+        for i in tqdm(range(2 * args.repeats), desc="generate / this server c=1, paired", leave=False):
+            if i % 2:
+                served, bare = server_wave(), generate_wave()
+            else:
+                bare, served = generate_wave(), server_wave()
+            pairs.append((bare, served))
+    finally:
+        server.close()
+    return {
+        "pairs": len(pairs),
+        "generate_latency_s": summary([b for b, _ in pairs]),
+        "project_latency_s": summary([s for _, s in pairs]),
+        "latency_ratio": summary([s / b for b, s in pairs]),
+    }
 
 
 # --- servers ------------------------------------------------------------------------------------------------
@@ -358,6 +401,7 @@ def main(args: ServeBenchArgs) -> dict:
         results["naive"] = bench_server(args, "naive", choice.path, args.naive_concurrency, images)
         results["project"] = bench_server(args, "project", choice.path, args.concurrency, images)
         results["engine"] = bench_engine(args, choice.path, args.concurrency, images)
+        results["paired_c1"] = bench_paired_c1(args, choice.path, images)
     lengths = output_lengths(results)
     if set(lengths.values()) != {float(args.max_tokens)}:
         log.warning(

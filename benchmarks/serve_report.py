@@ -15,9 +15,18 @@ def ratios(results: dict) -> dict:
     gen = results["generate"]
     out: dict = {}
     project = results["project"]
+    if "paired_c1" in results:  # the goal's figure: waves of both in turn, so a slow spell hits both
+        paired = results["paired_c1"]["latency_ratio"]
+        out["c1_latency_vs_generate"] = {
+            "value": paired["median"],
+            "spread": [paired["min"], paired["max"]],
+            "goal": "<= 1.10",
+            "met": paired["median"] <= 1.10,
+            "how": f"median of {results['paired_c1']['pairs']} paired waves",
+        }
     if "1" in project:
         ratio = project["1"]["latency_s"]["median"] / gen["latency_s"]["median"]
-        out["c1_latency_vs_generate"] = {"value": ratio, "goal": "<= 1.10", "met": ratio <= 1.10}
+        out["c1_latency_vs_generate_blocks"] = {"value": ratio, "how": "medians of separate blocks"}
     if "8" in project:
         ratio = project["8"]["output_tokens_per_s"]["median"] / gen["output_tokens_per_s"]["median"]
         out["c8_tokens_per_s_vs_sequential"] = {"value": ratio, "goal": ">= 4", "met": ratio >= 4.0}

@@ -54,8 +54,9 @@ class CoreConfig:
 
 class Step(NamedTuple):
     """What one scheduler step produced, sent as one message: text deltas (id, text, tokens so far, finish
-    reason or None), failed requests (id, message), tokens generated, sizes of batches started or joined, and
-    the requests running and waiting after it."""
+    reason or None), failed requests (id, message), tokens generated, sizes of batches started or joined, the
+    requests running and waiting after it (cancelled ones count until the step that drops them), and how many
+    requests the core has received in all (the parent counts the rest as on their way)."""
 
     deltas: list[tuple[int, str, int, str | None]]
     errors: list[tuple[int, str]]
@@ -63,6 +64,7 @@ class Step(NamedTuple):
     batches: list[int]
     running: int
     waiting: int
+    received: int
 
 
 @dataclass
@@ -181,6 +183,7 @@ class EngineCore:
         self._errors: list[tuple[int, str]] = []
         self._batches: list[int] = []
         self.outbox_tokens = 0
+        self._received = 0
 
     # --- messages ----------------------------------------------------------------------------------------
 
@@ -201,6 +204,7 @@ class EngineCore:
                 job = _Job(job_id, inputs, max_tokens, params, self)
                 self._jobs[job_id] = job
                 self._queue.put(job)
+                self._received += 1
             elif kind == "cancel":
                 job = self._jobs.get(message[1])
                 if job is not None:
@@ -230,6 +234,7 @@ class EngineCore:
             self._batches,
             self._running,
             self._queue.qsize(),
+            self._received,
         )
         self._deltas, self._errors, self._batches, self.outbox_tokens = [], [], [], 0
         try:
@@ -245,8 +250,12 @@ class EngineCore:
     def schedule(self) -> None:
         """Run batches until told to stop and nothing is left."""
         while not (self._stopping.is_set() and self._queue.empty()):
-            jobs = self._take_batch()
-            if not jobs:
+            taken = self._take_batch()
+            if not taken:
+                continue
+            jobs = self._live(taken)
+            if not jobs:  # all of them were cancelled while they waited
+                self.flush()
                 continue
             self._running = len(jobs)
             self._batches.append(len(jobs))
@@ -272,7 +281,7 @@ class EngineCore:
                 jobs.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 break
-        return self._live(jobs)
+        return jobs
 
     def _take_joiners(self, room: int) -> list[_Job]:
         """Requests waiting now (no wait), at most `room` of them, for the running batch."""

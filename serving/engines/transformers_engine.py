@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -105,11 +106,12 @@ class TransformersEngine:
         self.device = "?"
         self._process: subprocess.Popen | None = None
         self._conn: Connection | None = None
-        self._send_lock = threading.Lock()
+        self._outbox: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()  # to the core, in order
+        self._sender: threading.Thread | None = None
         self._reader: threading.Thread | None = None
         self._jobs: dict[int, _Job] = {}  # sent to the core and not finished
-        self._next_id = 0
-        self._running = 0
+        self._next_id = 0  # requests sent to the core
+        self._core = Step([], [], 0, [], 0, 0, 0)  # its last report (running, waiting, received)
         self._stopping = threading.Event()
 
     # --- life cycle --------------------------------------------------------------------------------------
@@ -120,6 +122,8 @@ class TransformersEngine:
         self.processor = with_fast_anyres(processor)  # the same pixels, faster (assistant.anyres)
         self._reader = threading.Thread(target=self._read, name="engine-core-reader", daemon=True)
         self._reader.start()
+        self._sender = threading.Thread(target=self._write, name="engine-core-sender", daemon=True)
+        self._sender.start()
         log.info(
             "transformers engine ready: %s on %s (engine core pid %d)",
             self.source,
@@ -171,6 +175,7 @@ class TransformersEngine:
         if self._process is None:
             return
         self._send(("stop",))
+        self._outbox.put(None)  # the sender ends after the stop
         try:
             await asyncio.to_thread(self._process.wait, drain_timeout_s)
         except subprocess.TimeoutExpired:
@@ -190,8 +195,9 @@ class TransformersEngine:
         )
 
     def load(self) -> tuple[int, int]:
-        running = min(self._running, len(self._jobs))
-        return running, len(self._jobs) - running
+        """(running, waiting) as the core last reported them, plus the requests on their way to it."""
+        core = self._core
+        return core.running, core.waiting + self._next_id - core.received
 
     # --- requests ----------------------------------------------------------------------------------------
 
@@ -211,8 +217,9 @@ class TransformersEngine:
         self._next_id += 1
         job = _Job(self._next_id, prompt_tokens, asyncio.get_running_loop(), self)
         self._jobs[job.id] = job
-        if not self._send(("add", job.id, inputs, max_tokens, request.params)):
-            self._jobs.pop(job.id, None)
+        self._send(("add", job.id, inputs, max_tokens, request.params))
+        if not self.healthy():  # the core died while this request was prepared: the reader may have failed
+            self._jobs.pop(job.id, None)  # every job already, so this one would wait for nothing
             raise EngineUnavailable(NOT_RUNNING)
         self.metrics.prompt_tokens.inc(prompt_tokens)
         return _JobStream(job)
@@ -231,13 +238,17 @@ class TransformersEngine:
             if self._jobs.pop(job.id, None) is not None:
                 self._send(("cancel", job.id))
 
-    def _send(self, message: tuple) -> bool:
-        try:
-            with self._send_lock:
+    def _send(self, message: tuple) -> None:
+        """Queue `message` for the core. A request's inputs can be larger than the socket's buffer, so a
+        thread of its own writes them: the event loop never waits for the core to read."""
+        self._outbox.put(message)
+
+    def _write(self) -> None:
+        while (message := self._outbox.get()) is not None:
+            try:
                 self._conn.send(message)
-            return True
-        except (OSError, ValueError):  # the core is gone (or the connection closed)
-            return False
+            except (OSError, ValueError):  # the core is gone; the reader fails what it had
+                return
 
     # --- the reader thread -------------------------------------------------------------------------------
 
@@ -261,7 +272,7 @@ class TransformersEngine:
         self.metrics.completion_tokens.inc(step.tokens)
         for size in step.batches:
             self.metrics.batch_size.observe(size)
-        self._running = step.running
+        self._core = step
         out: dict[asyncio.AbstractEventLoop, list] = {}
         for job_id, text, count, reason in step.deltas:
             job = self._jobs.get(job_id) if reason is None else self._jobs.pop(job_id, None)
@@ -276,7 +287,7 @@ class TransformersEngine:
 
     def _fail_all(self, message: str) -> None:
         jobs, self._jobs = self._jobs, {}
-        self._running = 0
+        self._core = Step([], [], 0, [], 0, 0, self._next_id)
         for job in jobs.values():
             _post(job.loop, [(job.out, EngineUnavailable(message))])
 

@@ -20,7 +20,8 @@ def test_serve_quick_runs_every_contender(tiny_model_dir, tmp_path):
     assert json.loads(out.read_text())["benchmark"] == "serve"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = report["results"]
-    assert set(results) == {"generate", "naive", "project", "engine"}
+    assert set(results) == {"generate", "naive", "project", "engine", "paired_c1"}
+    assert results["paired_c1"]["pairs"] == 2 and results["paired_c1"]["latency_ratio"]["median"] > 0
     assert set(results["project"]) == {"1", "2"} and set(results["naive"]) == {"1"}
     for row in [results["generate"], *results["naive"].values(), *results["project"].values()]:
         assert row["mean_output_tokens"]["median"] >= 1  # every contender really generated
