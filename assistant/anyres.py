@@ -111,31 +111,38 @@ def fast_path_fits(image_processor: Any) -> bool:
     tile = crop.get("height") if isinstance(crop, dict) else getattr(crop, "height", None)
     side = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
     width = crop.get("width") if isinstance(crop, dict) else getattr(crop, "width", None)
+    grids = getattr(ip, "image_grid_pinpoints", None) or []
+    stats = [getattr(ip, "image_mean", None), getattr(ip, "image_std", None)]
     return (
         isinstance(ip, LlavaNextImageProcessorPil)
         and bool(tile)
         and tile == width == side
-        and all(getattr(ip, flag, False) for flag in ("do_resize", "do_rescale", "do_normalize", "do_pad"))
+        and all(
+            getattr(ip, flag, False) is True for flag in ("do_resize", "do_rescale", "do_normalize", "do_pad")
+        )
         and getattr(ip, "do_convert_rgb", True) is not False
         and abs(float(ip.rescale_factor) - 1 / 255) < 1e-12
+        and all(len(grid) == 2 and grid[0] % tile == 0 and grid[1] % tile == 0 for grid in grids)
+        and all(isinstance(x, (list, tuple)) and len(x) == 3 for x in stats)
     )
 
 
 class AnyResImageProcessor(LlavaNextImageProcessorPil):
-    """`LlavaNextImageProcessorPil` whose calls with PIL images and default options (what the processor makes
-    for a chat prompt) take `anyres_preprocess`; any other call goes to the reference. It saves as the
+    """`LlavaNextImageProcessorPil` whose calls with opaque PIL images and default options (what the processor
+    makes for a chat prompt) take `anyres_preprocess`; any other call goes to the reference. It saves as the
     reference class, so a directory it writes loads anywhere."""
 
     def preprocess(self, images: Any, *args: Any, **kwargs: Any) -> BatchFeature:
         pil = images if isinstance(images, list) else [images]
-        options = {k: v for k, v in kwargs.items() if v is not None}
         if (
             not args
             and pil
-            and all(isinstance(img, Image.Image) for img in pil)
-            and options.get("return_tensors") == "pt"
-            and set(options) <= {"return_tensors", "do_pad"}
-            and options.get("do_pad", True)
+            # opaque PIL images only: the reference flattens transparency onto white, this path does not
+            and all(isinstance(img, Image.Image) and img.mode in ("RGB", "L") for img in pil)
+            and kwargs.get("return_tensors") == "pt"
+            and set(kwargs) <= {"return_tensors", "do_pad"}
+            and kwargs.get("do_pad", True) is True
+            and fast_path_fits(self)  # settings changed since the swap count too
         ):
             return BatchFeature(anyres_preprocess(pil, self))
         return super().preprocess(images, *args, **kwargs)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import queue
 import signal
 import threading
@@ -184,6 +185,8 @@ class EngineCore:
         self._batches: list[int] = []
         self.outbox_tokens = 0
         self._received = 0
+        self._active: list[_Job] = []  # the running batch's jobs and joiners: what a failed batch fails
+        self._send_lock = threading.Lock()  # the scheduler's steps and the receiver's refusals
 
     # --- messages ----------------------------------------------------------------------------------------
 
@@ -197,20 +200,32 @@ class EngineCore:
                 for job in list(self._jobs.values()):
                     job.cancelled.set()
                 return
-            kind = message[0]
-            if kind == "add":
-                _, job_id, arrays, max_tokens, params = message
-                inputs = {name: torch.from_numpy(array) for name, array in arrays.items()}
-                job = _Job(job_id, inputs, max_tokens, params, self)
-                self._jobs[job_id] = job
-                self._queue.put(job)
-                self._received += 1
-            elif kind == "cancel":
-                job = self._jobs.get(message[1])
-                if job is not None:
-                    job.cancelled.set()
-            elif kind == "stop":
-                self._stopping.set()
+            except Exception:  # a message this core cannot read (a version skew?): log it, keep serving
+                log.exception("the engine core could not read a message from the server")
+                continue
+            try:
+                self._take(message)
+            except Exception:
+                log.exception("the engine core could not take a %r message", message[0])
+                if message[0] == "add":  # answer the request, or it would wait for ever
+                    refusal = (message[1], "the engine could not take this request")
+                    self._send(Step([], [refusal], 0, [], self._running, self._queue.qsize(), self._received))
+
+    def _take(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "add":
+            _, job_id, arrays, max_tokens, params = message
+            self._received += 1
+            inputs = {name: torch.from_numpy(array) for name, array in arrays.items()}
+            job = _Job(job_id, inputs, max_tokens, params, self)
+            self._jobs[job_id] = job
+            self._queue.put(job)
+        elif kind == "cancel":
+            job = self._jobs.get(message[1])
+            if job is not None:
+                job.cancelled.set()
+        elif kind == "stop":
+            self._stopping.set()
 
     def emit(self, job: _Job, text: str, reason: str | None = None) -> None:
         self._deltas.append((job.id, text, job.count, reason))
@@ -237,8 +252,12 @@ class EngineCore:
             self._received,
         )
         self._deltas, self._errors, self._batches, self.outbox_tokens = [], [], [], 0
+        self._send(step)
+
+    def _send(self, step: Step) -> None:
         try:
-            self.conn.send(("step", step))
+            with self._send_lock:
+                self.conn.send(("step", step))
         except OSError:  # the parent is gone
             self._stopping.set()
 
@@ -259,14 +278,16 @@ class EngineCore:
                 continue
             self._running = len(jobs)
             self._batches.append(len(jobs))
+            self._active = list(jobs)
             try:
                 self._run_batch(jobs)
-            except Exception:  # a failed batch fails its requests, never the engine
-                log.exception("a batch of %d requests failed", len(jobs))
-                for job in jobs:
+            except Exception:  # a failed batch fails its requests (joiners too), never the engine
+                log.exception("a batch of %d requests failed", len(self._active))
+                for job in self._active:
                     if not job.done:
                         self.fail(job, "the engine failed on this request; retry it")
             finally:
+                self._active = []
                 self._running = 0
                 self.flush()
 
@@ -311,9 +332,10 @@ class EngineCore:
             if joiners:
                 if state.can_join():
                     self._batches.append(len(joiners))
+                    self._active += joiners
                     state = state.join(self._prefill(joiners))
                     self.flush()  # the joiners' first tokens, before the next step
-                else:  # a cache this engine cannot pad (sliding windows): they go first in the next batch
+                else:  # a cache this engine cannot pad (sliding windows): they wait for the next batch
                     for job in joiners:
                         self._queue.put(job)
             self._running = len(state.jobs)
@@ -363,11 +385,15 @@ def serve(conn: Connection) -> int:
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s [engine core] %(message)s")
     if config.threads:
         torch.set_num_threads(config.threads)
+    loaded = threading.Event()
+    threading.Thread(target=_exit_if_orphaned, args=(conn, loaded), daemon=True).start()
     try:
         assistant = Assistant.load(config.model, device=config.device, dtype=config.dtype)
     except AssistantError as exc:
         conn.send(("failed", str(exc)))
         return 1
+    finally:
+        loaded.set()
     core = EngineCore(assistant, conn, config)
     threading.Thread(target=core.receive, name="engine-core-receiver", daemon=True).start()
     conn.send(("ready", {"device": str(assistant.device), "context_length": assistant.context_length}))
@@ -376,12 +402,23 @@ def serve(conn: Connection) -> int:
     return 0
 
 
+def _exit_if_orphaned(conn: Connection, loaded: threading.Event) -> None:
+    """While the model loads (minutes, for a big one), nothing reads the socket; the parent says nothing
+    until "ready", so anything readable means it is gone: stop loading for nobody."""
+    while not loaded.wait(0.5):
+        if conn.poll():
+            log.warning("the server went away while the model loaded; the engine core exits")
+            os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, required=True, help="The socket to the parent (inherited).")
     args = parser.parse_args(argv)
-    # Ctrl-C reaches the whole process group; the parent decides when the core stops (it drains first)
+    # Ctrl-C (and a service manager's SIGTERM) reach the whole process group; the server decides when the
+    # core stops, after it drained; if the server dies, the core sees its socket close
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with Connection(args.fd) as conn:
         return serve(conn)
 

@@ -11,9 +11,11 @@ import asyncio
 import logging
 import os
 import queue
+import site
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -113,12 +115,23 @@ class TransformersEngine:
         self._next_id = 0  # requests sent to the core
         self._core = Step([], [], 0, [], 0, 0, 0)  # its last report (running, waiting, received)
         self._stopping = threading.Event()
+        self._lock = threading.Lock()  # _jobs and _dead, between the event loop and the reader and sender
+        self._dead = False  # the core is gone and its jobs were failed: no new ones
 
     # --- life cycle --------------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await asyncio.to_thread(self._start_core)
-        processor = await asyncio.to_thread(AutoProcessor.from_pretrained, str(self.source))
+        try:
+            processor = await asyncio.to_thread(AutoProcessor.from_pretrained, str(self.source))
+        except Exception as exc:  # the core loaded the model, but this side cannot prepare inputs for it
+            self._process.kill()
+            await asyncio.to_thread(self._process.wait)
+            self._conn.close()
+            raise ModelLoadError(
+                f"the processor in {str(self.source)!r} could not be loaded ({type(exc).__name__}); rebuild "
+                "or re-download the model"
+            ) from exc
         self.processor = with_fast_anyres(processor)  # the same pixels, faster (assistant.anyres)
         self._reader = threading.Thread(target=self._read, name="engine-core-reader", daemon=True)
         self._reader.start()
@@ -134,14 +147,11 @@ class TransformersEngine:
     def _start_core(self) -> None:
         """Start `python -m serving.engines.engine_core` on one end of a socket pair; wait until it loaded."""
         mine, theirs = socket.socketpair()
-        root = str(Path(__file__).resolve().parents[2])  # where `serving` is importable from
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
-        }
         command = [sys.executable, "-m", "serving.engines.engine_core", "--fd", str(theirs.fileno())]
         with theirs:
-            self._process = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=env)
+            self._process = subprocess.Popen(
+                command, pass_fds=[theirs.fileno()], env=_core_environment(), stdin=subprocess.DEVNULL
+            )
         self._conn = Connection(mine.detach())
         config = CoreConfig(
             model=str(self.source),
@@ -174,14 +184,14 @@ class TransformersEngine:
         self._stopping.set()
         if self._process is None:
             return
-        self._send(("stop",))
-        self._outbox.put(None)  # the sender ends after the stop
+        self._send(("stop",))  # cancellations may still follow while it drains
         try:
             await asyncio.to_thread(self._process.wait, drain_timeout_s)
         except subprocess.TimeoutExpired:
             log.warning("the engine core did not drain in %.0f s; stopping it", drain_timeout_s)
             self._process.kill()
             await asyncio.to_thread(self._process.wait)
+        self._outbox.put(None)  # the sender ends
         if self._reader is not None:
             await asyncio.to_thread(self._reader.join, 5)
         self._fail_all("the server is shutting down; retry on another one")
@@ -190,8 +200,11 @@ class TransformersEngine:
         return (
             self._reader is not None
             and self._reader.is_alive()
+            and self._sender is not None
+            and self._sender.is_alive()
             and self._process.poll() is None
             and not self._stopping.is_set()
+            and not self._dead
         )
 
     def load(self) -> tuple[int, int]:
@@ -214,13 +227,13 @@ class TransformersEngine:
                 f"of {self.context_length} tokens; shorten the messages or lower max_tokens",
                 param="messages",
             )
-        self._next_id += 1
-        job = _Job(self._next_id, prompt_tokens, asyncio.get_running_loop(), self)
-        self._jobs[job.id] = job
+        with self._lock:
+            if self._dead:  # the core died while this request was prepared
+                raise EngineUnavailable(NOT_RUNNING)
+            self._next_id += 1
+            job = _Job(self._next_id, prompt_tokens, asyncio.get_running_loop(), self)
+            self._jobs[job.id] = job
         self._send(("add", job.id, inputs, max_tokens, request.params))
-        if not self.healthy():  # the core died while this request was prepared: the reader may have failed
-            self._jobs.pop(job.id, None)  # every job already, so this one would wait for nothing
-            raise EngineUnavailable(NOT_RUNNING)
         self.metrics.prompt_tokens.inc(prompt_tokens)
         return _JobStream(job)
 
@@ -235,7 +248,9 @@ class TransformersEngine:
         """Stop generating for `job` (its reader left); the core drops it at its next step."""
         if not job.cancelled.is_set():
             job.cancelled.set()
-            if self._jobs.pop(job.id, None) is not None:
+            with self._lock:
+                known = self._jobs.pop(job.id, None) is not None
+            if known:
                 self._send(("cancel", job.id))
 
     def _send(self, message: tuple) -> None:
@@ -249,6 +264,10 @@ class TransformersEngine:
                 self._conn.send(message)
             except (OSError, ValueError):  # the core is gone; the reader fails what it had
                 return
+            except Exception:  # a message that does not pickle, say: that request fails, the rest go on
+                log.exception("a %r message could not be sent to the engine core", message[0])
+                if message[0] == "add":
+                    self._fail(message[1], "the engine could not take this request; retry it")
 
     # --- the reader thread -------------------------------------------------------------------------------
 
@@ -274,22 +293,46 @@ class TransformersEngine:
             self.metrics.batch_size.observe(size)
         self._core = step
         out: dict[asyncio.AbstractEventLoop, list] = {}
-        for job_id, text, count, reason in step.deltas:
-            job = self._jobs.get(job_id) if reason is None else self._jobs.pop(job_id, None)
-            if job is not None:
-                out.setdefault(job.loop, []).append((job.out, Delta(text, job.prompt_tokens, count, reason)))
-        for job_id, message in step.errors:
-            job = self._jobs.pop(job_id, None)
-            if job is not None:
-                out.setdefault(job.loop, []).append((job.out, EngineUnavailable(message)))
+        with self._lock:
+            for job_id, text, count, reason in step.deltas:
+                job = self._jobs.get(job_id) if reason is None else self._jobs.pop(job_id, None)
+                if job is not None:
+                    delta = Delta(text, job.prompt_tokens, count, reason)
+                    out.setdefault(job.loop, []).append((job.out, delta))
+            for job_id, message in step.errors:
+                job = self._jobs.pop(job_id, None)
+                if job is not None:
+                    out.setdefault(job.loop, []).append((job.out, EngineUnavailable(message)))
         for loop, items in out.items():
             _post(loop, items)
 
+    def _fail(self, job_id: int, message: str) -> None:
+        with self._lock:
+            job = self._jobs.pop(job_id, None)
+        if job is not None:
+            _post(job.loop, [(job.out, EngineUnavailable(message))])
+
     def _fail_all(self, message: str) -> None:
-        jobs, self._jobs = self._jobs, {}
-        self._core = Step([], [], 0, [], 0, 0, self._next_id)
+        """The core is gone: fail every request it had, and take no more."""
+        with self._lock:
+            self._dead = True
+            jobs, self._jobs = self._jobs, {}
+            self._core = Step([], [], 0, [], 0, 0, self._next_id)
         for job in jobs.values():
             _post(job.loop, [(job.out, EngineUnavailable(message))])
+
+
+def _core_environment() -> dict[str, str]:
+    """The server's environment, where the working directory cannot shadow the code (PYTHONSAFEPATH) and
+    `serving` is importable: a checkout run in place adds its root to the end of PYTHONPATH (never a
+    site-packages directory, which would come before the standard library there)."""
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    root = Path(__file__).resolve().parents[2]
+    paths = sysconfig.get_paths()
+    installed = {Path(p).resolve() for p in (*site.getsitepackages(), paths["purelib"], paths["platlib"])}
+    if root not in installed:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(root)) if p)
+    return env
 
 
 def _post(loop: asyncio.AbstractEventLoop, items: list) -> None:

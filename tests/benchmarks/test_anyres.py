@@ -69,6 +69,9 @@ def test_processor_on_the_fast_path_gives_the_reference_output(tiny_model_dir, r
     assert isinstance(fast.image_processor, AnyResImageProcessor)
     images = [red_image, noise(37, 91, 3), render(generate_scene(7, PRESETS["tiny"]))]
     content = [{"type": "image"}, {"type": "text", "text": "and"}, {"type": "image"}, {"type": "image"}]
+    see_through = noise(40, 50, 4).convert("RGBA")
+    see_through.putalpha(0)  # the reference flattens transparency onto white: such calls go to it
+    images, content = images + [see_through], content + [{"type": "image"}]
     prompt = reference.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
     want = reference(images=images, text=[prompt], return_tensors="pt")
     got = fast(images=images, text=[prompt], return_tensors="pt")

@@ -4,6 +4,8 @@ stop strings and cancellation; and the pure decoding helpers."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import threading
 import time
 
 import pytest
@@ -13,6 +15,7 @@ from PIL import Image
 from assistant.inference import SamplingParams
 from serving.engines.base import GenerationRequest
 from serving.engines.decoding import TextTracker, collate, held_back, sample_row
+from serving.engines.engine_core import CoreConfig, EngineCore, to_arrays
 from serving.engines.transformers_engine import TransformersEngine
 from serving.errors import ContextLengthExceeded
 from serving.metrics import Metrics
@@ -214,3 +217,40 @@ def test_requests_join_a_running_batch_and_decode_as_they_would_alone(engine_run
     assert answers == alone
     # the long request was still decoding when they finished: they joined it, they did not wait for it
     assert after.finish_reason is None and after.completion_tokens < 400
+
+
+def test_a_batch_that_fails_after_a_join_fails_every_request_in_it(tiny_assistant):
+    """The engine core on a real model, driven over a pipe as its server drives it: a request whose pixels
+    break the vision tower joins a running batch; the batch fails, and both requests hear so (none hangs)."""
+    server, core_end = multiprocessing.Pipe()
+    core = EngineCore(tiny_assistant, core_end, CoreConfig(model="tiny", max_batch_size=4))
+    threading.Thread(target=core.receive, daemon=True).start()
+    scheduler = threading.Thread(target=core.schedule, daemon=True)
+    scheduler.start()
+    text = [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]
+    seen = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "what is it?"}]}]
+    long = to_arrays(tiny_assistant.prepare(text))
+    broken = to_arrays(tiny_assistant.prepare(seen, [Image.new("RGB", (60, 40), (200, 0, 0))]))
+    broken["pixel_values"] = broken["pixel_values"][:, :, :2].copy()  # two colour channels: the tower refuses
+    server.send(("add", 1, long, 400, SamplingParams(max_new_tokens=400, min_tokens=400)))
+
+    def steps():
+        while server.poll(10):
+            kind, step = server.recv()
+            assert kind == "step"
+            yield step
+
+    for step in steps():
+        if any(delta[0] == 1 for delta in step.deltas):
+            break  # request 1 is decoding
+    server.send(("add", 2, broken, 10, SamplingParams(max_new_tokens=10)))
+    failed = set()
+    for step in steps():
+        failed |= {job_id for job_id, _ in step.errors}
+        assert not any(delta[3] for delta in step.deltas)  # nobody finished normally
+        if failed == {1, 2}:
+            break
+    assert failed == {1, 2}
+    server.send(("stop",))
+    scheduler.join(10)
+    assert not scheduler.is_alive() and core._jobs == {}
