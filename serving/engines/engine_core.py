@@ -24,6 +24,7 @@ import logging
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -420,7 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with Connection(args.fd) as conn:
-        return serve(conn)
+        status = serve(conn)
+    # nothing is left to save: skip the interpreter's teardown (a second or more with torch loaded)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":  # run the module under its own name, so what it pickles names that module

@@ -121,18 +121,24 @@ class TransformersEngine:
     # --- life cycle --------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._start_core)
+        """Start the engine core and, while it loads the model, load the processor here."""
+        await asyncio.to_thread(self._spawn_core)
+        processor = asyncio.create_task(asyncio.to_thread(AutoProcessor.from_pretrained, str(self.source)))
         try:
-            processor = await asyncio.to_thread(AutoProcessor.from_pretrained, str(self.source))
-        except Exception as exc:  # the core loaded the model, but this side cannot prepare inputs for it
-            self._process.kill()
-            await asyncio.to_thread(self._process.wait)
-            self._conn.close()
-            raise ModelLoadError(
-                f"the processor in {str(self.source)!r} could not be loaded ({type(exc).__name__}); rebuild "
-                "or re-download the model"
-            ) from exc
-        self.processor = with_fast_anyres(processor)  # the same pixels, faster (assistant.anyres)
+            await asyncio.to_thread(self._await_core)  # a broken model is reported by the core, clearly
+            try:
+                self.processor = with_fast_anyres(await processor)  # same pixels, faster (assistant.anyres)
+            except Exception as exc:  # the core loaded the model, but this side cannot prepare inputs for it
+                self._process.kill()
+                await asyncio.to_thread(self._process.wait)
+                self._conn.close()
+                raise ModelLoadError(
+                    f"the processor in {str(self.source)!r} could not be loaded ({type(exc).__name__}); "
+                    "rebuild or re-download the model"
+                ) from exc
+        finally:
+            if not processor.done():
+                processor.cancel()
         self._reader = threading.Thread(target=self._read, name="engine-core-reader", daemon=True)
         self._reader.start()
         self._sender = threading.Thread(target=self._write, name="engine-core-sender", daemon=True)
@@ -144,8 +150,8 @@ class TransformersEngine:
             self._process.pid,
         )
 
-    def _start_core(self) -> None:
-        """Start `python -m serving.engines.engine_core` on one end of a socket pair; wait until it loaded."""
+    def _spawn_core(self) -> None:
+        """Start `python -m serving.engines.engine_core` on one end of a socket pair and tell it what to load."""
         mine, theirs = socket.socketpair()
         command = [sys.executable, "-m", "serving.engines.engine_core", "--fd", str(theirs.fileno())]
         with theirs:
@@ -163,15 +169,21 @@ class TransformersEngine:
             log_level=logging.getLogger().getEffectiveLevel(),
         )
         self._conn.send(("start", config))
+
+    def _await_core(self) -> None:
+        """Wait until the core says it loaded the model; raise ModelLoadError with its reason if it did not."""
         while not self._conn.poll(0.2):
             if self._process.poll() is not None:
                 break
         try:
             kind, info = self._conn.recv()
         except (EOFError, OSError):
+            status = self._process.wait()
             kind, info = (
                 "failed",
-                f"the engine process exited with status {self._process.wait()} while loading {self.source}; see its log above",
+                (
+                    f"the engine process exited with status {status} while loading {self.source}; see its log above"
+                ),
             )
         if kind != "ready":
             self._process.wait()

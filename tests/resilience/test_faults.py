@@ -90,7 +90,7 @@ def engine_core_of(proc: subprocess.Popen) -> psutil.Process:
     return core
 
 
-@pytest.mark.parametrize("how", ["sigterm", "sigterm-group", "ctrl-c"])
+@pytest.mark.parametrize("how", ["sigterm", pytest.param("sigterm-group", marks=pytest.mark.slow), "ctrl-c"])
 def test_a_stop_signal_drains_the_in_flight_request_then_exits(tiny_model_dir, how):
     """SIGTERM to the server (docker stop), to its whole process group (a service manager's stop), or SIGINT
     to the group (Ctrl-C in a terminal), the last two reaching the engine core too: the request in flight
