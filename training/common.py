@@ -14,6 +14,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndByte
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig
 
+from assistant.anyres import with_fast_anyres
 from assistant.errors import ConfigError
 from assistant.modeling import PARTS, save_model, set_trainable
 
@@ -97,7 +98,8 @@ def load_model_for_training(model_args: ModelConfig, data_args: DataArgs) -> tup
     model = AutoModelForImageTextToText.from_pretrained(
         model_args.model_name_or_path, dtype=dtype, quantization_config=quant
     )
-    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
+    # the fast AnyRes path where it gives the reference's pixels; it saves as the reference processor
+    processor = with_fast_anyres(AutoProcessor.from_pretrained(model_args.model_name_or_path))
     if not model_args.use_peft:
         trainable = set_trainable(model, data_args.train_parts)
         log.info("full fine-tuning of %s: %.2fM trainable parameters", data_args.train_parts, trainable / 1e6)
