@@ -177,14 +177,9 @@ class TransformersEngine:
                 break
         try:
             kind, info = self._conn.recv()
-        except (EOFError, OSError):
-            status = self._process.wait()
-            kind, info = (
-                "failed",
-                (
-                    f"the engine process exited with status {status} while loading {self.source}; see its log above"
-                ),
-            )
+        except (EOFError, OSError):  # it died before it could say why
+            kind, status = "failed", self._process.wait()
+            info = f"the engine process exited with status {status} while loading {self.source}; see its log"
         if kind != "ready":
             self._process.wait()
             self._conn.close()
