@@ -157,9 +157,8 @@ def with_fast_anyres(processor: Any) -> Any:
     """`processor` with its image processor on the fast path, when the fast path reproduces it exactly
     (`fast_path_fits`); otherwise `processor` unchanged."""
     image_processor = getattr(processor, "image_processor", None)
-    if image_processor is None or type(image_processor) is not LlavaNextImageProcessorPil:
-        return processor
-    if not fast_path_fits(image_processor):
+    # exactly the reference class (not a subclass, nor one already swapped), with settings it reproduces
+    if type(image_processor) is not LlavaNextImageProcessorPil or not fast_path_fits(image_processor):
         return processor
     processor.image_processor = AnyResImageProcessor.from_dict(image_processor.to_dict())
     return processor

@@ -209,8 +209,7 @@ def bench_paired_c1(args: ServeBenchArgs, model_dir: str, images: list) -> dict:
     pair instead of one contender's whole block, so this ratio is steadier than the blocks' medians."""
     one = generate_runner(args, model_dir)
     work = workload(args.sequential_requests, images)
-    urls = [data_url(image) for image in images]
-    server_work = [(q, urls[i % len(urls)]) for i, (q, _) in enumerate(work)]
+    server_work = workload(args.sequential_requests, [data_url(image) for image in images])
     server = ServerProcess("project", model_dir, args.max_batch_size, args.threads)
     try:
         model = httpx.get(server.base_url + "/v1/models").json()["data"][0]["id"]
@@ -307,7 +306,7 @@ def bench_server(args: ServeBenchArgs, kind: str, model_dir: str, levels: list[i
     results = {}
     try:
         for c in levels:
-            work = [(q, urls[i % len(urls)]) for i, (q, _) in enumerate(workload(wave_size(args, c), images))]
+            work = workload(wave_size(args, c), urls)  # the same questions, the images as data URLs
             asyncio.run(_wave(base, model, work[:c], c, args.max_tokens))  # warm-up
             waves, samples = [], []
             for _ in tqdm(range(args.repeats), desc=f"{kind} server c={c}", leave=False):
