@@ -89,8 +89,13 @@ def test_stop_ends_a_long_answer(chat, ui_server):
     chat.textarea.press("Enter")
     chat.page.wait_for_function("() => window.__seen.length >= 2")  # the answer is streaming in
     chat.page.locator("#stop").click()
-    chat.wait_idle(1)
-    stopped = chat.bot_messages()[-1]
+    chat.wait_idle(1)  # the textbox unlocks at once; updates already on their way may still render
+    stopped, previous = chat.bot_messages()[-1], None
+    for _ in range(25):  # settled: the same text twice, 200 ms apart (5 s at most)
+        if stopped == previous:
+            break
+        chat.page.wait_for_timeout(200)
+        stopped, previous = chat.bot_messages()[-1], stopped
     chat.page.wait_for_timeout(1000)
     assert chat.bot_messages()[-1] == stopped  # nothing more arrives
     assert metric(ui_server.url, "assistant_requests_running") == 0  # the server stopped generating too
