@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from .clients import EvalError
 from .config import BENCHMARK_NAMES, EvalArgs, load_args
 
 log = logging.getLogger(__name__)
@@ -53,11 +55,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from assistant.cli import resolve_model
+
+    from .probe import markdown, run_probe
+
+    if args.n < 4:
+        raise EvalError(f"--n must be >= 4 (half the images fit the probes, half test them), got {args.n}")
+    result = run_probe(
+        resolve_model(args.model),
+        Path(args.out) if args.out else None,
+        Path(args.data) if args.data else None,
+        args.n,
+    )
+    sys.stdout.write(markdown(result["scores"]) + "\n")
+    return 0
+
+
 def add_subcommand(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="Evaluate a model: POPE, CHAIR, skill VQA, OCR, judge.")
+    p = sub.add_parser("eval", help="Evaluate a model: POPE, CHAIR, skill VQA, OCR, judge, probe.")
     benchmarks = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for name in BENCHMARK_NAMES:
         b = benchmarks.add_parser(name, help=_HELP[name])
         b.add_argument("--config", help="YAML file of these arguments; the report goes beside it.")
         _add_fields(b)
         b.set_defaults(func=cmd_eval)
+    b = benchmarks.add_parser(
+        "probe", help="Linear probes along the model (encoder, connector, LM layers) and one-object answers."
+    )
+    b.add_argument("--model", help="Model directory or hub id (default: the embedded model).")
+    b.add_argument(
+        "--data", help="JSONL of {image, labels, questions?} rows (default: toy one-object scenes)."
+    )
+    b.add_argument("--n", type=int, default=400, help="Toy-world scenes when no --data (default: 400).")
+    b.add_argument("--out", help="Directory for probe.json and probe.md.")
+    b.set_defaults(func=cmd_probe)

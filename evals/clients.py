@@ -66,9 +66,17 @@ class OpenAIClient:
     are the `openai` client's own, with exponential backoff and `Retry-After` honoured."""
 
     def __init__(
-        self, base_url: str, model: str, api_key: str = "EMPTY", max_retries: int = 4, timeout: float = 120.0
+        self,
+        base_url: str,
+        model: str,
+        api_key: str = "EMPTY",
+        max_retries: int = 4,
+        timeout: float = 120.0,
+        ocr: str = "off",
     ) -> None:
-        self.name = model
+        self.name = model if ocr == "off" else f"{model}+ocr={ocr}"
+        self.model = model
+        self.ocr = ocr
         self.base_url = base_url
         self.client = openai.OpenAI(
             base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout
@@ -77,10 +85,11 @@ class OpenAIClient:
     def answer(self, messages: list[dict[str, Any]], images: list[str | Path], max_tokens: int) -> str:
         try:
             reply = self.client.chat.completions.create(
-                model=self.name,
+                model=self.model,
                 messages=to_openai_messages(messages, images),
                 max_tokens=max_tokens,
                 temperature=0.0,
+                extra_body={"ocr": self.ocr} if self.ocr != "off" else None,
             )
         except openai.APIConnectionError as exc:
             raise EvalError(
@@ -90,7 +99,7 @@ class OpenAIClient:
             raise EvalError(f"{self.base_url} refused the API key; pass the right --api-key") from exc
         except openai.NotFoundError as exc:
             raise EvalError(
-                f"{self.base_url} has no chat completions for model {self.name!r}; check --base-url and --model"
+                f"{self.base_url} has no chat completions for model {self.model!r}; check --base-url and --model"
             ) from exc
         except openai.APIStatusError as exc:
             raise AnswerError(f"HTTP {exc.status_code}") from exc
@@ -102,19 +111,47 @@ class OpenAIClient:
 class InProcessClient:
     """A model directory loaded with `assistant.inference.Assistant`, answering in this process."""
 
-    def __init__(self, assistant: Any) -> None:  # an assistant.inference.Assistant
+    def __init__(self, assistant: Any, ocr: str = "off") -> None:  # an assistant.inference.Assistant
         self.assistant = assistant
-        self.name = assistant.name
+        self.ocr = ocr
+        self.name = assistant.name if ocr == "off" else f"{assistant.name}+ocr={ocr}"
+        self._reader: Any = None
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "auto") -> InProcessClient:
+    def load(cls, model_dir: str | Path, device: str = "auto", ocr: str = "off") -> InProcessClient:
         from assistant.inference import Assistant
 
-        return cls(Assistant.load(model_dir, device=device))
+        return cls(Assistant.load(model_dir, device=device), ocr=ocr)
+
+    def _with_hints(self, messages: list[dict[str, Any]], images: list[str | Path]) -> list[dict[str, Any]]:
+        """The service's OCR hint in each user turn that carries images (same reader, text and placement)."""
+        from PIL import Image
+
+        from assistant.ocr import OCRReader, format_hint, insert_hint
+
+        if self._reader is None:
+            self._reader = OCRReader()
+        pending, out = list(images), []
+        for m in messages:
+            parts = (
+                m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
+            )
+            hints = []
+            for part in parts:
+                if part.get("type") == "image" and pending:
+                    with Image.open(pending.pop(0)) as im:
+                        image = im.convert("RGB")
+                    if self.ocr == "on" or self._reader.has_text(image):
+                        hints.append(format_hint(self._reader.read(image)))
+            hint = "\n".join(h for h in hints if h)
+            out.append({**m, "content": insert_hint(parts, hint)} if hint else m)
+        return out
 
     def answer(self, messages: list[dict[str, Any]], images: list[str | Path], max_tokens: int) -> str:
         from assistant.errors import InputError
 
+        if self.ocr != "off" and images:
+            messages = self._with_hints(messages, images)
         try:
             return self.assistant.chat(messages, images=list(images), max_new_tokens=max_tokens).text
         except InputError as exc:

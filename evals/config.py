@@ -12,6 +12,7 @@ import yaml
 from assistant.errors import ConfigError
 
 BENCHMARK_NAMES = ("pope", "chair", "vqa", "ocr", "judge")
+OCR_MODES = ("off", "on", "auto")
 CHAIR_PROMPT = "Please describe this image in detail."
 DEFAULT_MAX_TOKENS = {"pope": 16, "chair": 512, "vqa": 32, "ocr": 32, "judge": 128}
 
@@ -47,6 +48,13 @@ class EvalArgs:
     limit: int | None = field(default=None, metadata={"help": "Only the first N questions."})
     device: str = field(default="auto", metadata={"help": "In-process device: cpu, cuda or auto."})
     suffix: str = field(default="", metadata={"help": "Text appended to every question."})
+    ocr: str = field(
+        default="off",
+        metadata={
+            "help": "OCR hints: off, on or auto (the service's `ocr` option; in-process, the same reader and "
+            "placement). Answers with hints are cached apart."
+        },
+    )
     categories: list[str] = field(
         default_factory=lambda: ["random", "popular", "adversarial"], metadata={"help": "POPE categories."}
     )
@@ -70,6 +78,8 @@ class EvalArgs:
             raise ConfigError(f"limit must be >= 1, got {self.limit}")
         if self.timeout <= 0:
             raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.ocr not in OCR_MODES:
+            raise ConfigError(f"ocr must be one of {list(OCR_MODES)}, got {self.ocr!r}")
         if self.base_url and not self.model:
             raise ConfigError("--base-url needs --model: the model name the endpoint serves")
         if bool(self.judge_base_url) != bool(self.judge_model):

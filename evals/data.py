@@ -133,6 +133,12 @@ def load_qa(data: Path, image_dir: Path | None = None) -> Dataset:
         row["question_id"] = str(row["question_id"])
         row.setdefault("task", "vqa")
         row.setdefault("answer_type", "text")
+    scenes = path.parent / "scenes.jsonl"
+    if scenes.is_file():  # a toy-world set: how crowded each image is, for the scores by object count
+        counts = {r["image"]: len(r.get("objects", ())) for r in read_jsonl(scenes)}
+        for row in rows:
+            if row["image"] in counts:
+                row["n_objects"] = counts[row["image"]]
     images = _attach_images(rows, image_dir or path.parent, data)
     return Dataset(rows, (path, *images), str(data))
 

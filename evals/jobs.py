@@ -38,11 +38,11 @@ Scorer = Callable[[list[dict[str, Any]], list[str]], Sections]
 def make_client(args: EvalArgs) -> AnswerClient:
     if args.base_url:
         return OpenAIClient(
-            args.base_url, args.model or "", args.api_key or "EMPTY", args.max_retries, args.timeout
+            args.base_url, args.model or "", args.api_key or "EMPTY", args.max_retries, args.timeout, args.ocr
         )
     from assistant.cli import resolve_model
 
-    return InProcessClient.load(resolve_model(args.model), device=args.device)
+    return InProcessClient.load(resolve_model(args.model), device=args.device, ocr=args.ocr)
 
 
 def _items(rows: list[dict[str, Any]], prompt: Callable[[dict[str, Any]], str]) -> list[EvalItem]:
@@ -68,7 +68,7 @@ def _pope_sections(rows: list[dict[str, Any]], answers: list[str]) -> Sections:
 
 def _vqa_sections(rows: list[dict[str, Any]], answers: list[str]) -> Sections:
     scores = score_vqa(rows, answers)
-    out: Sections = {task: asdict(s) for task, s in scores.by_task.items()}
+    out: Sections = {task: asdict(s) for task, s in (scores.by_task | scores.by_crowd).items()}
     out["all"] = {k: v for k, v in flatten(scores).items() if "." not in k}
     return out
 

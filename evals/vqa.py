@@ -95,6 +95,12 @@ class VqaScores:
     skipped: int  # free-form questions (not scored here)
     by_task: dict[str, SkillScore] = field(default_factory=dict)
     by_answer_type: dict[str, SkillScore] = field(default_factory=dict)
+    by_crowd: dict[str, SkillScore] = field(default_factory=dict)  # "shape@4+": skill by objects in the image
+
+
+def crowd_bucket(n_objects: int) -> str:
+    """Scenes by how many objects they hold: "0", "1", "2-3" or "4+"."""
+    return "4+" if n_objects >= 4 else "2-3" if n_objects >= 2 else str(n_objects)
 
 
 def _group(rows: list[tuple[str, float, bool]]) -> dict[str, SkillScore]:
@@ -108,12 +114,13 @@ def _group(rows: list[tuple[str, float, bool]]) -> dict[str, SkillScore]:
 
 
 def score_vqa(questions: Sequence[Mapping[str, str]], answers: Sequence[str]) -> VqaScores:
-    """`questions`: rows with `answer`, `task` and `answer_type` (as in the toy world's qa.jsonl)."""
+    """`questions`: rows with `answer`, `task` and `answer_type` (as in the toy world's qa.jsonl), and
+    optionally `n_objects` (the scores by skill and crowd, `by_crowd`)."""
     if len(questions) != len(answers):
         raise ValueError(
             f"questions and answers differ in length: questions {len(questions)}, answers {len(answers)}"
         )
-    by_task, by_type, skipped = [], [], 0
+    by_task, by_type, by_crowd, skipped = [], [], [], 0
     for q, answer in zip(questions, answers, strict=True):
         if q["answer_type"] in UNSCORED_TYPES:
             skipped += 1
@@ -121,6 +128,8 @@ def score_vqa(questions: Sequence[Mapping[str, str]], answers: Sequence[str]) ->
         credit, ok = answer_credit(q["answer_type"], q["answer"], answer)
         by_task.append((q["task"], credit, ok))
         by_type.append((q["answer_type"], credit, ok))
+        if "n_objects" in q:
+            by_crowd.append((f"{q['task']}@{crowd_bucket(q['n_objects'])}", credit, ok))
     tasks = _group(by_task)
     n = len(by_task)
     return VqaScores(
@@ -131,4 +140,5 @@ def score_vqa(questions: Sequence[Mapping[str, str]], answers: Sequence[str]) ->
         skipped=skipped,
         by_task=tasks,
         by_answer_type=_group(by_type),
+        by_crowd=_group(by_crowd),
     )

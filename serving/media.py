@@ -68,6 +68,10 @@ class OCRHints:
     async def hint(self, image: Image.Image, mode: str) -> str | None:
         return await asyncio.to_thread(self._hint, image, mode)
 
+    def insert(self, parts: list[dict[str, Any]], hint: str) -> list[dict[str, Any]]:
+        """The parts with the hint placed where the model was trained to read it (`assistant.ocr.insert_hint`)."""
+        return self._module().insert_hint(parts, hint)
+
 
 class MessageBuilder:
     """Turns request messages into (messages with image slots, images) for `normalize_messages` and the engines."""
@@ -128,8 +132,7 @@ class MessageBuilder:
                 hint_text = "\n".join(h.strip() for h in hints if h)
                 if hint_text:
                     ocr_texts.append(hint_text)
-                    first_text = next((j for j, p in enumerate(parts) if p["type"] == "text"), len(parts))
-                    parts.insert(first_text, {"type": "text", "text": hint_text + "\n"})
+                    parts = self.ocr.insert(parts, hint_text)
             cursor += count
             out.append({"role": role, "content": parts})
         try:

@@ -20,7 +20,14 @@ def _fmt(value: float | None) -> str:
 
 def metrics_table(metrics: dict[str, dict]) -> str:
     """Rows: stages; columns: VQA overall and per skill, POPE accuracy/F1/yes-ratio."""
-    skills = sorted({s for m in metrics.values() for s in m.get("vqa", {}).get("image", {}) if s != "all"})
+    skills = sorted(
+        {
+            s
+            for m in metrics.values()
+            for s in m.get("vqa", {}).get("image", {})
+            if s != "all" and "@" not in s
+        }
+    )
     head = ["stage", "VQA all", *[f"VQA {s}" for s in skills], "POPE acc", "POPE F1", "POPE yes-ratio"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for stage, m in metrics.items():
@@ -34,6 +41,42 @@ def metrics_table(metrics: dict[str, dict]) -> str:
             cells += [_fmt(_get(pope or {}, "all", k)) for k in ("accuracy", "f1", "yes_ratio")]
             rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def crowd_table(metrics: dict[str, dict], skills: tuple[str, ...] = ("shape", "color", "count")) -> str:
+    """Rows: stages; columns: skill accuracy by objects in the scene (1, 2-3, 4+)."""
+    head = ["stage", *[f"{s} @{b}" for s in skills for b in ("1", "2-3", "4+")]]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for stage, m in metrics.items():
+        vqa = m.get("vqa", {}).get("image", {})
+        cells = [_fmt(_get(vqa, f"{s}@{b}", "accuracy")) for s in skills for b in ("1", "2-3", "4+")]
+        rows.append("| " + " | ".join([stage, *cells]) + " |")
+    return "\n".join(rows)
+
+
+def probe_table(metrics: dict[str, dict]) -> str:
+    """Rows: points along the model; columns: stage x attribute (`assistant eval probe`)."""
+    probes = {stage: m["probe"] for stage, m in metrics.items() if m.get("probe")}
+    if not probes:
+        return ""
+    cols = [(stage, attr) for stage, table in probes.items() for attr in table]
+    points = list(next(iter(next(iter(probes.values())).values())))
+    rows = ["| point | " + " | ".join(f"{st} {a}" for st, a in cols) + " |", "|---|" + "---|" * len(cols)]
+    for point in points:
+        rows.append(f"| {point} | " + " | ".join(_fmt(probes[st][a].get(point)) for st, a in cols) + " |")
+    return "\n".join(rows)
+
+
+def text_line(metrics: dict[str, dict]) -> str:
+    final = metrics.get("final", {})
+    plain, hinted = (final.get(k, {}).get("image", {}).get("ocr") for k in ("text", "text_ocr_hints"))
+    if not plain or not hinted:
+        return ""
+    return (
+        f"Text questions (toy-world `ocr` task, {plain.get('n', '?')} questions): "
+        f"{_fmt(plain.get('accuracy'))} without OCR hints, {_fmt(hinted.get('accuracy'))} with the service's "
+        "hints (`ocr=auto`, the rapidocr reader)."
+    )
 
 
 def chair_line(metrics: dict[str, dict]) -> str:
@@ -54,6 +97,7 @@ def write_model_card(
     metrics: dict,
     timings: dict,
     stage0: Path,
+    environment: dict | None = None,
 ) -> Path:
     sizes = {}
     for name, path in data.items():
@@ -75,7 +119,8 @@ positions, existence and short printed text in toy-world scenes. Weights: {weigh
 
 ## Recipe
 Stage 0 (`training/bootstrap.py`, configs/toy/bootstrap.yaml): byte-level BPE tokenizer, CLIP vision encoder and
-Llama LM trained on toy-world data. Stage 1 (`pretrain.yaml`): connector only, on captions. Stage 2 (`sft.yaml`):
+Llama LM trained on toy-world data. Stage 1 (`pretrain.yaml`): connector and LM, on captions (the LM is our own,
+trained from scratch, so it must learn to read image tokens here; docs/recipe.md). Stage 2 (`sft.yaml`):
 LM + connector on instruction conversations. Stage 3 (`dpo.yaml`): DPO with LoRA on grounded vs hallucinated
 answers, merged (`training/merge.py`).
 
@@ -90,13 +135,28 @@ In-process, greedy; at most {args.get("eval_limit")} questions per benchmark fro
 
 {metrics_table(metrics)}
 
+Skill accuracy by how many objects the scene holds (`shape@4+`: shape questions about scenes of four or more):
+
+{crowd_table(metrics)}
+
 {chair_line(metrics)}
+
+{text_line(metrics)}
+
+## Where visual information goes (`assistant eval probe`)
+Linear probes on held-out one-object scenes (fit on half, scored on the other half; `majority` is the baseline):
+the connector's input (`encoder`) and output (`connector`), the LM's hidden state at the answer position after each
+layer (`lm.K`, 0 = embeddings), and the model's own answer to "What shape/colour is the object?".
+
+{probe_table(metrics)}
 
 Stage-0 encoder probe (frozen features, held-out scenes): `{json.dumps(stage0_report.get("probe", {}).get("trained", {}))}`;
 random-init encoder: `{json.dumps(stage0_report.get("probe", {}).get("random_init", {}))}`.
 
 ## Time on the building machine (seconds)
 `{json.dumps(timings)}`
+
+Threads and CPUs: `{json.dumps(environment or {})}`
 """
     path = model_dir / "README.md"
     path.write_text(card)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 from trl import DPOConfig, ModelConfig, SFTConfig, TrlParser
 
@@ -39,6 +41,15 @@ class RecipeArgs:
         default=300, metadata={"help": "Eval scenes per benchmark (seeds in the eval range)."}
     )
     eval_limit: int = field(default=400, metadata={"help": "Questions per benchmark after each stage."})
+    probe_n: int = field(
+        default=400, metadata={"help": "One-object scenes for the probe after each stage (0: no probe)."}
+    )
+    ocr_hint_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of stage-2 conversations with text that get the service's OCR hint (real OCR)."
+        },
+    )
     install: bool = field(
         default=True, metadata={"help": "Copy the final model into assistant/default_model."}
     )
@@ -46,11 +57,37 @@ class RecipeArgs:
         default=False,
         metadata={"help": "A minutes-long run of every step with tiny sizes (tests the pipeline)."},
     )
+    set: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Override a stage's YAML, CONFIG.KEY=VALUE (VALUE is YAML), e.g. pretrain.train_parts=[connector] "
+            "or sft.learning_rate=1e-3; repeatable. CONFIG is a file name in configs/toy/ (ablations: docs/recipe.md)."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("n_caption", "n_instruct", "n_preference", "n_eval", "eval_limit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.probe_n and self.probe_n < 4:
+            raise ValueError(f"probe_n must be 0 (no probe) or >= 4, got {self.probe_n}")
+        if not 0.0 <= self.ocr_hint_share <= 1.0:
+            raise ValueError(f"ocr_hint_share must be between 0 and 1, got {self.ocr_hint_share}")
+        self.stage_overrides()  # a malformed --set fails before any work
+
+    def stage_overrides(self) -> dict[str, dict]:
+        """`--set` as {config name: {key: value}}."""
+        out: dict[str, dict] = {}
+        for item in self.set:
+            target, sep, value = item.partition("=")
+            name, dot, key = target.partition(".")
+            if not (sep and dot and name and key):
+                raise ValueError(f"--set {item!r}: write CONFIG.KEY=VALUE, e.g. sft.learning_rate=1e-3")
+            if not (CONFIGS / f"{name}.yaml").is_file():
+                known = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+                raise ValueError(f"--set {item!r}: no configs/toy/{name}.yaml; choose from {known}")
+            out.setdefault(name, {})[key] = _yaml_value(value)
+        return out
 
 
 # --smoke: every step runs, few steps each; the numbers mean nothing.
@@ -58,6 +95,17 @@ SMOKE_STAGE0 = dict(
     vision_steps=4, vision_batch=8, corpus_scenes=40, lm_steps=4, lm_batch=4, lm_eval_every=2, run_probe=False
 )
 SMOKE_STAGES = dict(max_steps=3, per_device_train_batch_size=4, save_steps=100)
+
+
+def _yaml_value(text: str):
+    """A YAML scalar or list; numbers YAML 1.1 leaves as strings ("1e-3") become floats."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _done(path: Path) -> bool:
@@ -74,6 +122,7 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         "eval_vqa": ("instruct", args.n_eval, args.seed, True),
         "eval_pope": ("pope", args.n_eval, args.seed + 100_000, True),
         "eval_chair": ("chair", args.n_eval, args.seed + 200_000, True),
+        "eval_ocr": ("ocr", args.n_eval, args.seed + 300_000, True),
     }
     out = {}
     for name, (task, n, seed, eval_split) in plan.items():
@@ -82,14 +131,19 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
             shutil.rmtree(path, ignore_errors=True)
             make_dataset(path, task=task, n=n, seed=seed, eval_split=eval_split)
         out[name] = path
+    if args.ocr_hint_share > 0:
+        from training.ocr_hints import add_ocr_hints
+
+        add_ocr_hints(out["instruct"], args.ocr_hint_share, seed=args.seed)
     return out
 
 
-def stage0_config(work: Path, seed: int, smoke: bool) -> tuple:
+def stage0_config(work: Path, seed: int, smoke: bool, extra: dict | None = None) -> tuple:
     from training.bootstrap import BootstrapArgs
     from training.stage0.config import LanguageArgs, ProbeArgs, VisionArgs
 
     overrides = dict(out=str(work / "stage0"), seed=seed, overwrite=True, **(SMOKE_STAGE0 if smoke else {}))
+    overrides.update(extra or {})
     return stage_config("bootstrap", work, (BootstrapArgs, VisionArgs, LanguageArgs, ProbeArgs), **overrides)
 
 
@@ -104,20 +158,28 @@ def stage_config(name: str, work: Path, parsers: tuple, **overrides) -> tuple:
     return TrlParser(parsers).parse_args_and_config(args=["--config", str(path)])
 
 
-def evaluate(model_dir: Path, data: dict[str, Path], out: Path, limit: int, blind: bool) -> dict:
-    """Skill VQA and POPE (and CHAIR for the final model), in-process, with the blind baseline when asked."""
+def evaluate(
+    model_dir: Path, data: dict[str, Path], out: Path, limit: int, blind: bool, probe_n: int = 0
+) -> dict:
+    """Skill VQA and POPE, in-process, and the probe; for the final model (`blind`) also the blind baseline,
+    CHAIR, and text questions with and without the service's OCR hints."""
     from evals.config import EvalArgs
     from evals.jobs import run_benchmark
+    from evals.probe import run_probe
 
-    results = {}
-    for bench, key in (("vqa", "eval_vqa"), ("pope", "eval_pope"), ("chair", "eval_chair")):
-        if bench == "chair" and not blind:
-            continue
+    runs = [("vqa", "vqa", "eval_vqa", "off"), ("pope", "pope", "eval_pope", "off")]
+    if blind:
+        runs += [("chair", "chair", "eval_chair", "off")]
+        runs += [("text", "vqa", "eval_ocr", "off"), ("text_ocr_hints", "vqa", "eval_ocr", "auto")]
+    results: dict = {}
+    for name, bench, key, ocr in runs:
         args = EvalArgs(
-            data=str(data[key]), out=str(out / bench), model=str(model_dir), blind=blind, limit=limit
+            data=str(data[key]), out=str(out / name), model=str(model_dir), blind=blind, limit=limit, ocr=ocr
         )
         report, _ = run_benchmark(bench, args)
-        results[bench] = {mode: sections for mode, sections in report.scores.items()}
+        results[name] = {mode: sections for mode, sections in report.scores.items()}
+    if probe_n:
+        results["probe"] = run_probe(model_dir, out / "probe", n=probe_n)["scores"]
     (out / "summary.json").write_text(json.dumps(results, indent=1))
     return results
 
@@ -139,11 +201,16 @@ def run(args: RecipeArgs) -> Path:
 
     if args.smoke:
         args.n_caption, args.n_instruct, args.n_preference, args.n_eval, args.eval_limit = 16, 16, 8, 6, 6
+        args.probe_n = min(args.probe_n, 8)
     data = timed("data", make_data, args, work)
 
     stage0 = work / "stage0"
     if not (stage0 / "stage0_report.json").is_file():
-        timed("stage0", bootstrap.main, *stage0_config(work, args.seed, args.smoke))
+        timed(
+            "stage0",
+            bootstrap.main,
+            *stage0_config(work, args.seed, args.smoke, args.stage_overrides().get("bootstrap")),
+        )
     stage0_report = json.loads((stage0 / "stage0_report.json").read_text())
 
     small = SMOKE_STAGES if args.smoke else {}
@@ -159,13 +226,22 @@ def run(args: RecipeArgs) -> Path:
         ("stage2", "sft", sft.main, (sft.SFTScriptArgs, SFTConfig, ModelConfig), small),
         ("stage3", "dpo", dpo.main, (dpo.DPOScriptArgs, DPOConfig, ModelConfig), small),
     ]
+    extra = args.stage_overrides()
     for out_name, config_name, main, parsers, overrides in stages:
         out = work / out_name
         if not _done(out):
-            timed(out_name, main, *stage_config(config_name, work, parsers, seed=args.seed, **overrides))
+            settings = {"seed": args.seed, **overrides, **extra.get(config_name, {})}
+            timed(out_name, main, *stage_config(config_name, work, parsers, **settings))
         if out_name != "stage3":
             metrics[out_name] = timed(
-                f"eval_{out_name}", evaluate, out, data, work / "evals" / out_name, args.eval_limit, False
+                f"eval_{out_name}",
+                evaluate,
+                out,
+                data,
+                work / "evals" / out_name,
+                args.eval_limit,
+                False,
+                args.probe_n,
             )
 
     final = work / "final"
@@ -176,12 +252,21 @@ def run(args: RecipeArgs) -> Path:
             merge.MergeArgs(adapter=str(work / "stage3"), out=str(final), dtype="float16"),
         )
     metrics["final"] = timed(
-        "eval_final", evaluate, final, data, work / "evals" / "final", args.eval_limit, True
+        "eval_final", evaluate, final, data, work / "evals" / "final", args.eval_limit, True, args.probe_n
     )
 
     from training.model_card import write_model_card
 
-    write_model_card(final, args=asdict(args), data=data, metrics=metrics, timings=timings, stage0=stage0)
+    environment = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    write_model_card(
+        final,
+        args=asdict(args),
+        data=data,
+        metrics=metrics,
+        timings=timings,
+        stage0=stage0,
+        environment=environment,
+    )
     if args.install:
         shutil.rmtree(DEFAULT_MODEL_DIR, ignore_errors=True)
         shutil.copytree(
@@ -194,7 +279,11 @@ def run(args: RecipeArgs) -> Path:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description="Build the embedded default model with the toy recipe.")
     for f in RecipeArgs.__dataclass_fields__.values():
-        if f.type == "bool" or isinstance(f.default, bool):
+        if f.name == "set":
+            parser.add_argument(
+                "--set", action="append", default=[], metavar="CONFIG.KEY=VALUE", help=f.metadata["help"]
+            )
+        elif f.type == "bool" or isinstance(f.default, bool):
             parser.add_argument(
                 f"--{f.name}",
                 action=argparse.BooleanOptionalAction,

@@ -25,3 +25,12 @@ def format_hint(result: OCRResult, max_chars: int = 2000) -> str:
             break
         body = candidate
     return f"{HINT_PREFIX} {body}"
+
+
+def insert_hint(parts: list[dict], hint: str) -> list[dict]:
+    """The user turn's parts with the hint as a text part before its first text (after the images), as the
+    service sends it and as the recipe trains it: `<image>\\n{hint}\\n{question}`. An empty hint changes nothing."""
+    if not hint.strip():
+        return list(parts)
+    first_text = next((j for j, p in enumerate(parts) if p.get("type") == "text"), len(parts))
+    return [*parts[:first_text], {"type": "text", "text": hint.strip() + "\n"}, *parts[first_text:]]

@@ -122,11 +122,15 @@ def absent_item(scene: Scene, ctx: TaskContext, adversarial: bool) -> str:
     present_pairs = {(o.color, o.shape) for o in scene.objects}
     present_shapes = {o.shape for o in scene.objects}
     if adversarial and scene.objects:
-        # same shape, another colour
+        # one attribute of a present object swapped: only the other one decides the answer, so a model must
+        # check the shape as well as the colour (a colour-only reader says "yes" to "red star" beside a red circle)
         obj = rng.choice(scene.objects)
-        colors = [c for c in COLOR_NAMES if (c, obj.shape) not in present_pairs]
-        if colors:
-            return f"{rng.choice(colors)} {obj.shape}"
+        if rng.random() < 0.5:
+            options = [f"{c} {obj.shape}" for c in COLOR_NAMES if (c, obj.shape) not in present_pairs]
+        else:
+            options = [f"{obj.color} {s}" for s in SHAPES if s not in present_shapes]
+        if options:
+            return rng.choice(options)
     absent_shapes = [s for s in SHAPES if s not in present_shapes]
     if absent_shapes and rng.random() < 0.4:
         return rng.choice(absent_shapes)

@@ -21,14 +21,16 @@ from .scene import Scene
 Maker = Callable[[Scene, TaskContext], list[Record]]
 FORMATS: tuple[str, ...] = ("conversation", "preference", "pope", "chair")
 
-# skill -> weight in mixed instruction conversations (detail only ever opens one)
+# skill -> weight in mixed instruction conversations (detail only ever opens one). Colour questions name their
+# object by shape and existence negatives swap one attribute, so these two are what teaches finding a shape
+# (docs/recipe.md: the model learnt to find objects by colour only while they were rarer).
 _MIX: dict[str, int] = {
     "count": 3,
-    "color": 2,
+    "color": 3,
     "shape": 2,
     "size": 1,
     "position": 2,
-    "existence": 2,
+    "existence": 3,
     "ocr": 2,
 }
 

@@ -57,7 +57,11 @@ def test_vqa_in_process_resumes_from_cache(tiny_assistant, toy_sets, tmp_path):
     second, _ = run_benchmark("vqa", args, client)  # every answer comes from the cache
     assert (tmp_path / "answers.jsonl").read_text() == before
     assert first.scores == second.scores
-    by_task = {k: v for k, v in first.scores["image"].items() if k != "all"}
+    by_task = {k: v for k, v in first.scores["image"].items() if k != "all" and "@" not in k}
+    by_crowd = {
+        k: v for k, v in first.scores["image"].items() if "@" in k
+    }  # skill@objects, from scenes.jsonl
+    assert by_crowd and sum(v["n"] for v in by_crowd.values()) == first.scores["image"]["all"]["n"]
     n = first.scores["image"]["all"]["n"]
     assert sum(v["n"] for v in by_task.values()) == n
     assert first.scores["image"]["all"]["accuracy"] == pytest.approx(

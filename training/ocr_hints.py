@@ -1,0 +1,98 @@
+"""OCR hints in training conversations: the model half of OCR-aware tiling.
+
+    python -m training.ocr_hints --data runs/toy/data/instruct --share 0.5
+
+The service reads scene text with a real OCR engine and puts it in the user turn as a hint
+(`assistant.ocr.format_hint`, placed by `insert_hint`). A model never trained with hints ignores them, so a share
+of the conversations whose image has text get the same hint here: read by the same engine from the training image
+(noisy, as at serving time, never the ground truth), formatted and placed exactly as the service does. The
+conversations are rewritten in place (`messages.jsonl` and `llava.json`); the manifest records what was done, and a
+second run on the same directory does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+def _images_with_text(data: Path) -> set[str]:
+    scenes = data / "scenes.jsonl"
+    if not scenes.is_file():
+        raise FileNotFoundError(f"{scenes} is missing; OCR hints need a toy-world directory with its scenes")
+    rows = (json.loads(line) for line in scenes.read_text().splitlines() if line.strip())
+    return {r["image"] for r in rows if r.get("texts")}
+
+
+def add_ocr_hints(data: Path, share: float, seed: int = 0, reader: Any = None) -> dict[str, int]:
+    """Give a hint to `share` of the conversations whose image has text; returns the counts it wrote."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be between 0 and 1, got {share}")
+    manifest_path = data / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if "ocr_hints" in manifest:
+        log.info("%s already has OCR hints (%s); leaving it", data, manifest["ocr_hints"])
+        return manifest["ocr_hints"]
+    from assistant.ocr import OCRReader, format_hint, insert_hint
+    from assistant.toyworld.writers import IMAGE_TOKEN
+
+    reader = reader or OCRReader()
+    with_text = _images_with_text(data)
+    rows = [json.loads(line) for line in (data / "messages.jsonl").read_text().splitlines() if line.strip()]
+    llava = json.loads((data / "llava.json").read_text())
+    if len(rows) != len(llava):
+        raise ValueError(
+            f"{data}: messages.jsonl has {len(rows)} rows, llava.json {len(llava)}; regenerate it"
+        )
+    rng = random.Random(f"ocr_hints:{seed}")
+    counts = {"eligible": 0, "hinted": 0, "empty_reads": 0}
+    for row, conv in tqdm(list(zip(rows, llava, strict=True)), desc="ocr hints", unit="conversation"):
+        image = row["images"][0]
+        if image not in with_text:
+            continue
+        counts["eligible"] += 1
+        if rng.random() >= share:
+            continue
+        from PIL import Image
+
+        with Image.open(data / image) as im:
+            hint = format_hint(reader.read(im.convert("RGB")))
+        if not hint:  # the engine read nothing: the conversation stays as it is, as the service would send it
+            counts["empty_reads"] += 1
+            continue
+        first = row["messages"][0]
+        first["content"] = insert_hint(first["content"], hint)
+        turn = conv["conversations"][0]
+        question = turn["value"].removeprefix(f"{IMAGE_TOKEN}\n")
+        turn["value"] = f"{IMAGE_TOKEN}\n{hint}\n{question}"
+        counts["hinted"] += 1
+    (data / "messages.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    (data / "llava.json").write_text(json.dumps(llava, indent=1, ensure_ascii=False) + "\n")
+    manifest["ocr_hints"] = {"share": share, "seed": seed, **counts}
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    log.info("OCR hints in %s: %s", data, manifest["ocr_hints"])
+    return manifest["ocr_hints"]
+
+
+def main(argv: list[str] | None = None) -> dict[str, int]:
+    parser = argparse.ArgumentParser(
+        description="Add real OCR hints to a share of a toy-world dataset's turns."
+    )
+    parser.add_argument("--data", required=True, help="A toy-world conversation dataset directory.")
+    parser.add_argument("--share", type=float, default=0.5, help="Share of conversations with text to hint.")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return add_ocr_hints(Path(args.data), args.share, args.seed)
+
+
+if __name__ == "__main__":
+    main()
