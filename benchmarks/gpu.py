@@ -6,6 +6,11 @@ floor (LM weight bytes / copy bandwidth), and engine throughput at concurrency 1
     python -m benchmarks.gpu                   # on a CUDA machine; writes benchmarks/results/gpu.json
     python -m benchmarks.gpu --tiny            # CPU dry run of every code path with a tiny model (seconds)
 
+Where vLLM is importable (the `gpu` extra), the same call then runs the same waves through the vllm engine
+in-process and through the upstream pair (`vllm serve` on the saved model, this project's upstream engine in
+front of it), so the first GPU session exercises the real vLLM path; a stage that fails is reported with its
+error and the others still run.
+
 Random weights mean the text is noise and a row may meet the end-of-turn token early: the actual completion
 tokens are counted and reported. Without CUDA (and without --tiny) it stops at once with exit status 2.
 """
@@ -14,7 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import importlib.util
 import logging
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,6 +82,11 @@ class GPUBenchArgs:
     copy_gib: float = field(default=4.0, metadata={"help": "Buffer size of the copy-bandwidth test, GiB."})
     workdir: str | None = field(default=None, metadata={"help": "Where the model is saved (default: temp)."})
     out: str = field(default=str(RESULTS / "gpu.json"), metadata={"help": "JSON results path."})
+    vllm_memory: float = field(
+        default=0.45,
+        metadata={"help": "GPU memory fraction for each vLLM stage (they run one after the other)."},
+    )
+    vllm_start_s: float = field(default=420.0, metadata={"help": "How long `vllm serve` may take to start."})
 
     def __post_init__(self) -> None:
         if self.tiny:
@@ -294,10 +308,115 @@ def run(args: GPUBenchArgs) -> dict:
                 await engine.stop(5.0)
 
         report["engine"] = asyncio.run(serve())
+        free(device)
+        if importlib.util.find_spec("vllm") is None:
+            report["vllm"] = report["upstream"] = {"skipped": "vLLM is not importable (pip install '.[gpu]')"}
+        else:
+            report["vllm"] = stage("vllm engine", vllm_stage, model_dir, images, args)
+            free(device)
+            report["upstream"] = stage("upstream over vllm serve", upstream_stage, model_dir, images, args)
     report["seconds"] = time.perf_counter() - started
     log.info("GPU benchmark done in %.0f s", report["seconds"])
     write_json(args.out, report)
     return report
+
+
+def free(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def stage(name: str, run_stage, *args) -> dict:
+    """Run one vLLM stage; a failure is reported (type and message) rather than ending the benchmark."""
+    start = time.perf_counter()
+    try:
+        result = run_stage(*args)
+    except Exception as exc:
+        log.exception("%s failed", name)
+        return {"error": f"{type(exc).__name__}: {exc}", "seconds": time.perf_counter() - start}
+    log.info("%s done in %.0f s", name, time.perf_counter() - start)
+    return {"engine": result, "seconds": time.perf_counter() - start}
+
+
+def vllm_stage(model_dir: Path, images, args: GPUBenchArgs) -> dict:
+    """The vllm engine in-process (vLLM's AsyncLLM), the same waves as the transformers engine."""
+    from serving.engines.vllm_engine import VLLMEngine
+    from serving.metrics import Metrics
+    from serving.settings import ServeSettings
+
+    settings = ServeSettings(
+        engine="vllm",
+        model=str(model_dir),
+        gpu_memory_utilization=args.vllm_memory,
+        ocr="off",
+        max_waiting=4096,
+    )
+    engine = VLLMEngine(settings, Metrics())
+
+    async def serve() -> dict:
+        await engine.start()
+        try:
+            return {"context": engine.context_length, **await engine_waves(engine, images, args)}
+        finally:
+            await engine.stop(5.0)
+
+    return asyncio.run(serve())
+
+
+def upstream_stage(model_dir: Path, images, args: GPUBenchArgs) -> dict:
+    """`vllm serve` on the saved model in a subprocess, and this project's upstream engine in front of it."""
+    import httpx
+
+    from serving.engines.upstream import UpstreamEngine
+    from serving.metrics import Metrics
+    from serving.settings import ServeSettings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.cli.main",
+        "serve",
+        str(model_dir),
+        "--port",
+        str(port),
+    ]
+    command += ["--host", "127.0.0.1", "--gpu-memory-utilization", str(args.vllm_memory)]
+    command += ["--served-model-name", "bench", "--limit-mm-per-prompt", '{"image": 1}']
+    server = subprocess.Popen(command)
+    try:
+        deadline = time.monotonic() + args.vllm_start_s
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"vllm serve exited with status {server.returncode} before it was healthy")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vllm serve was not healthy within {args.vllm_start_s:.0f} s")
+            time.sleep(2)
+        settings = ServeSettings(engine="upstream", upstream_url=f"http://127.0.0.1:{port}/v1", ocr="off")
+        engine = UpstreamEngine(settings, Metrics())
+
+        async def serve() -> dict:
+            await engine.start()
+            try:
+                return {"context": engine.context_length, **await engine_waves(engine, images, args)}
+            finally:
+                await engine.stop(5.0)
+
+        return asyncio.run(serve())
+    finally:
+        server.terminate()
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def parse_args(argv: list[str] | None = None) -> GPUBenchArgs:

@@ -65,6 +65,14 @@ class EngineUnavailable(APIError):
     code = "engine_unavailable"
 
 
+class GenerationFailed(APIError):
+    """A request-level failure while generating (vLLM's finish reason "error", documented as retryable)."""
+
+    status = 503
+    type = "server_error"
+    code = "generation_failed"
+
+
 def error_body(
     status: int, message: str, type_: str = "invalid_request_error", code: str | None = None
 ) -> dict:
