@@ -61,6 +61,26 @@ def to_openai_messages(messages: list[dict[str, Any]], images: list[str | Path])
     return out
 
 
+def endpoint_model(base_url: str, api_key: str = "EMPTY", timeout: float = 30.0) -> str:
+    """The one model an endpoint serves (`GET /models`); an error that lists them when it serves several."""
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=2, timeout=timeout)
+    try:
+        names = [m.id for m in client.models.list()]
+    except openai.APIConnectionError as exc:
+        raise EvalError(f"could not reach {base_url}; start the server or check --base-url") from exc
+    except openai.AuthenticationError as exc:
+        raise EvalError(f"{base_url} refused the API key; pass the right --api-key") from exc
+    except openai.APIStatusError as exc:
+        raise EvalError(
+            f"{base_url} did not list its models (HTTP {exc.status_code}); name one with --model"
+        ) from exc
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise EvalError(f"{base_url} lists no models; name one with --model")
+    raise EvalError(f"{base_url} serves {len(names)} models ({', '.join(names)}); choose one with --model")
+
+
 class OpenAIClient:
     """Chat completions from any OpenAI-compatible server. Retries (429, 5xx, connection errors)
     are the `openai` client's own, with exponential backoff and `Retry-After` honoured."""

@@ -27,7 +27,8 @@ class EvalArgs:
     model: str | None = field(
         default=None,
         metadata={
-            "help": "Model name at --base-url, or a model directory to load in-process (default: embedded)."
+            "help": "Model name at --base-url (default: the one it serves), or a model directory to load "
+            "in-process (default: the embedded model)."
         },
     )
     base_url: str | None = field(
@@ -80,8 +81,6 @@ class EvalArgs:
             raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout}")
         if self.ocr not in OCR_MODES:
             raise ConfigError(f"ocr must be one of {list(OCR_MODES)}, got {self.ocr!r}")
-        if self.base_url and not self.model:
-            raise ConfigError("--base-url needs --model: the model name the endpoint serves")
         if bool(self.judge_base_url) != bool(self.judge_model):
             raise ConfigError("give both --judge-base-url and --judge-model, or neither")
         if self.vocabulary not in ("toyworld", "coco"):

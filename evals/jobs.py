@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from .chair import score_chair
-from .clients import AnswerClient, EvalError, InProcessClient, OpenAIClient
+from .clients import AnswerClient, EvalError, InProcessClient, OpenAIClient, endpoint_model
 from .config import EvalArgs
 from .data import Dataset, load_chair, load_judge, load_pope, load_qa
 from .judge import (
@@ -37,9 +37,9 @@ Scorer = Callable[[list[dict[str, Any]], list[str]], Sections]
 
 def make_client(args: EvalArgs) -> AnswerClient:
     if args.base_url:
-        return OpenAIClient(
-            args.base_url, args.model or "", args.api_key or "EMPTY", args.max_retries, args.timeout, args.ocr
-        )
+        key = args.api_key or "EMPTY"
+        model = args.model or endpoint_model(args.base_url, key, args.timeout)
+        return OpenAIClient(args.base_url, model, key, args.max_retries, args.timeout, args.ocr)
     from assistant.cli import resolve_model
 
     return InProcessClient.load(resolve_model(args.model), device=args.device, ocr=args.ocr)

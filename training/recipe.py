@@ -40,9 +40,9 @@ class RecipeArgs:
     n_eval: int = field(
         default=300, metadata={"help": "Eval scenes per benchmark (seeds in the eval range)."}
     )
-    eval_limit: int = field(default=400, metadata={"help": "Questions per benchmark after each stage."})
+    eval_limit: int = field(default=600, metadata={"help": "Questions per benchmark after each stage."})
     probe_n: int = field(
-        default=400, metadata={"help": "One-object scenes for the probe after each stage (0: no probe)."}
+        default=300, metadata={"help": "One-object scenes for the probe after each stage (0: no probe)."}
     )
     ocr_hint_share: float = field(
         default=0.0,

@@ -102,5 +102,13 @@ def test_unreachable_endpoint_and_bad_input_give_one_line_errors(toy_sets, tmp_p
     assert assistant_main(["eval", "pope", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "Traceback" not in err and len(err.splitlines()) == 1
-    with pytest.raises(ValueError, match="--base-url needs --model"):
-        EvalArgs(data="x", base_url="http://127.0.0.1:1/v1")
+    with pytest.raises(EvalError, match="could not reach"):
+        run_benchmark(
+            "pope", EvalArgs(data=str(toy_sets["pope"]), out=str(tmp_path), base_url="http://127.0.0.1:9/v1")
+        )
+
+
+def test_an_endpoint_with_several_models_asks_which(server, toy_sets, tmp_path):
+    args = EvalArgs(data=str(toy_sets["pope"]), out=str(tmp_path), base_url=server.base_url)
+    with pytest.raises(EvalError, match=r"serves 2 models \(toy, toy-large\); choose one with --model"):
+        run_benchmark("pope", args)

@@ -20,7 +20,7 @@ def test_probe_on_random_features_reads_chance_and_on_informative_ones_the_label
     noise = torch.randn(n, 64, generator=g)
     assert linear_probe(noise, y, n // 2) < 1 / k + 0.08  # chance is 0.125
     informative = noise.clone()
-    informative[:, :k] += 3 * torch.nn.functional.one_hot(y, k)  # the label, buried in noise dimensions
+    informative[:, :k] += 6 * torch.nn.functional.one_hot(y, k)  # the label, buried in noise dimensions
     assert linear_probe(informative, y, n // 2) > 0.95
 
 

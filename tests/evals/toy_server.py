@@ -97,6 +97,13 @@ class ToyWorldServer:
     def _build_app(self) -> FastAPI:
         app = FastAPI()
 
+        @app.get("/v1/models")
+        def models() -> Any:  # two models: an eval without --model must ask which
+            data = [
+                {"id": m, "object": "model", "created": 0, "owned_by": "toy"} for m in ("toy", "toy-large")
+            ]
+            return {"object": "list", "data": data}
+
         @app.post("/v1/chat/completions")
         def chat(body: dict[str, Any]) -> Any:
             messages = body["messages"]
