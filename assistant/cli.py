@@ -8,15 +8,15 @@ import sys
 from collections.abc import Callable
 
 from assistant.errors import AssistantError, ModelLoadError
-from assistant.paths import DEFAULT_MODEL_DIR
+from assistant.paths import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME, resolve_model_source
 
 log = logging.getLogger("assistant")
 
 
 def resolve_model(model: str | None) -> str:
-    """The model to use: the one named, else the embedded default (with a clear error if it is not built)."""
-    if model:
-        return model
+    """The model to use: the one named, else (or `default`) the embedded model, with a clear error if it is missing."""
+    if model and model != DEFAULT_MODEL_NAME:
+        return resolve_model_source(model)
     if not (DEFAULT_MODEL_DIR / "config.json").is_file():
         raise ModelLoadError(
             f"the embedded default model is missing from {DEFAULT_MODEL_DIR}; build it with `make toy-model` "

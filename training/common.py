@@ -17,6 +17,7 @@ from trl import ModelConfig
 from assistant.anyres import with_fast_anyres
 from assistant.errors import ConfigError
 from assistant.modeling import PARTS, save_model, set_trainable
+from assistant.paths import resolve_model_source
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,11 @@ def lora_config(model_args: ModelConfig):
 def load_model_for_training(model_args: ModelConfig, data_args: DataArgs) -> tuple[PreTrainedModel, object]:
     """A saved LLaVA(-NeXT) directory, loaded fresh (a 4-bit model must not have run a no-grad forward first)."""
     if not model_args.model_name_or_path:
-        raise ConfigError("--model_name_or_path is required: a model directory written by an earlier stage")
+        raise ConfigError(
+            "--model_name_or_path is required: a model directory written by an earlier stage, a hub id, or "
+            "`default` (the embedded model)"
+        )
+    model_args.model_name_or_path = resolve_model_source(model_args.model_name_or_path)
     quant = quantization_config(model_args)
     dtype = getattr(torch, model_args.dtype) if model_args.dtype not in (None, "auto") else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(

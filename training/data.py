@@ -15,6 +15,7 @@ from datasets import Dataset, Image, Sequence, load_dataset
 
 from assistant.errors import AssistantError, ImageError
 from assistant.images import load_image
+from assistant.paths import looks_local, missing_path_message
 from assistant.tokenizer import IMAGE_TOKEN
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ def _read_rows(
     source: str | Path, candidates: tuple[str, ...], split: str
 ) -> tuple[list[dict[str, Any]], Path | None]:
     path = resolve_data_file(source, candidates)
+    if path is None and looks_local(str(source)):
+        raise DataError(missing_path_message(str(source), "dataset"))
     if path is None:  # a `datasets` hub name
         try:
             return list(load_dataset(str(source), split=split)), None

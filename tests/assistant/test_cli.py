@@ -33,7 +33,11 @@ def test_user_errors_are_one_line_without_traceback(tiny_model_dir, tmp_path):
     not_image = tmp_path / "notes.png"
     not_image.write_text("this is text")
     cases = [
-        (["chat", "--model", str(tmp_path / "missing"), "hi"], "could not read a model config"),
+        (["chat", "--model", str(tmp_path / "missing"), "hi"], "missing' does not exist; check the path"),
+        (
+            ["chat", "--model", "nobody/no-such-model", "hi"],
+            "could not read a model config from 'nobody/no-such",
+        ),
         (["chat", "--model", str(tmp_path), "hi"], "has no config.json"),
         (["chat", "--model", str(tiny_model_dir), "--image", str(not_image), "hi"], "not a readable image"),
         (

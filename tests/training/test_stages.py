@@ -142,3 +142,24 @@ def test_resume_continues_from_the_last_complete_checkpoint(tmp_path, toy_data, 
     )
     assert losses(resumed)[-2:] == pytest.approx(losses(straight)[-2:], rel=1e-4)
     assert sorted(p.name for p in resumed_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_a_missing_stage_directory_names_the_command_that_makes_it(toy_data, tmp_path):
+    from assistant.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"'runs/nowhere/stage1' does not exist yet; make it first with `accelerate"
+    ):
+        sft.main(
+            sft.SFTScriptArgs(dataset=str(toy_data["instruct"])),
+            train_config(SFTConfig, tmp_path / "sft", max_steps=1),
+            ModelConfig(model_name_or_path="runs/nowhere/stage1"),
+        )
+    from training.data import DataError
+
+    with pytest.raises(DataError, match=r"dataset 'data/none/instruct' does not exist; check the path"):
+        sft.main(
+            sft.SFTScriptArgs(dataset="data/none/instruct"),
+            train_config(SFTConfig, tmp_path / "sft2", max_steps=1),
+            ModelConfig(model_name_or_path="default"),
+        )
