@@ -6,18 +6,35 @@ import json
 
 from transformers import AutoModelForImageTextToText
 
-from training import recipe
+from training import ablations, recipe
 
 
 def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
-    final = recipe.main(["--workdir", str(tmp_path / "toy"), "--smoke", "--no-install"])
+    final = recipe.main(
+        ["--workdir", str(tmp_path / "toy"), "--smoke", "--no-install", "--set", "sft.learning_rate=1e-3"]
+    )
     model = AutoModelForImageTextToText.from_pretrained(final)
     assert type(model).__name__ == "LlavaNextForConditionalGeneration"
     card = (final / "README.md").read_text()
     assert "## Metrics after each stage" in card and "| final (blind) |" in card
     summary = json.loads((tmp_path / "toy" / "evals" / "final" / "summary.json").read_text())
-    assert set(summary) == {"vqa", "pope", "chair"} and set(summary["pope"]) == {"image", "blind"}
+    assert set(summary) == {"vqa", "pope", "chair", "text", "text_ocr_hints", "probe"}
+    assert set(summary["pope"]) == {"image", "blind"} and set(summary["probe"]) == {"shape", "color"}
+    assert "| lm.0 |" in card and "Threads and CPUs" in card and "color @4+" in card
+    config = (tmp_path / "toy" / "configs" / "sft.yaml").read_text()
+    assert "learning_rate: 0.001" in config  # --set reached the stage's YAML
+    rows = ablations.table([tmp_path / "toy"], ["stage2", "final"]).splitlines()
+    assert len(rows) == 4 and rows[3].startswith("| toy | final |")
     assert sum(p.stat().st_size for p in final.glob("*.safetensors")) < 25e6
     # a second run finds every stage complete and only re-evaluates
     again = recipe.main(["--workdir", str(tmp_path / "toy"), "--smoke", "--no-install"])
     assert again == final
+
+
+def test_recipe_refuses_a_malformed_override():
+    import pytest
+
+    with pytest.raises(ValueError, match="write CONFIG.KEY=VALUE"):
+        recipe.RecipeArgs(set=["sft.learning_rate"])
+    with pytest.raises(ValueError, match="no configs/toy/nope.yaml"):
+        recipe.RecipeArgs(set=["nope.x=1"])
