@@ -28,11 +28,14 @@ class Dataset:
 
 
 def dataset_hash(files: Iterable[Path]) -> str:
-    """sha256 over the files' names and bytes, in sorted order; the first 16 hex digits."""
+    """sha256 over the files' names and contents, ordered by name and content (not by path, so the same data
+    reached through another path, relative or absolute or linked, hashes the same); the first 16 hex digits."""
+    digests = sorted(
+        (path.name, hashlib.sha256(path.read_bytes()).hexdigest()) for path in {p.resolve() for p in files}
+    )
     h = hashlib.sha256()
-    for path in sorted(set(files)):
-        h.update(path.name.encode() + b"\0")
-        h.update(path.read_bytes())
+    for name, digest in digests:
+        h.update(f"{name}\0{digest}\n".encode())
     return h.hexdigest()[:16]
 
 

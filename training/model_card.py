@@ -121,8 +121,10 @@ positions, existence and short printed text in toy-world scenes. Weights: {weigh
 Stage 0 (`training/bootstrap.py`, configs/toy/bootstrap.yaml): byte-level BPE tokenizer, CLIP vision encoder and
 Llama LM trained on toy-world data. Stage 1 (`pretrain.yaml`): connector and LM, on captions (the LM is our own,
 trained from scratch, so it must learn to read image tokens here; docs/recipe.md). Stage 2 (`sft.yaml`):
-LM + connector on instruction conversations. Stage 3 (`dpo.yaml`): DPO with LoRA on grounded vs hallucinated
-answers, merged (`training/merge.py`).
+LM + connector on instruction conversations (colour questions name their object by shape, existence negatives
+swap one attribute of a present object; a share of the conversations on images with text carry the service's OCR
+hint, read by rapidocr from the training image). Stage 3 (`dpo.yaml`): DPO with LoRA on grounded vs hallucinated
+answers, merged (`training/merge.py`). Ablations behind these choices: docs/recipe.md.
 
 Recipe arguments: `{json.dumps(args)}`
 
