@@ -45,7 +45,7 @@ class RecipeArgs:
         default=300, metadata={"help": "One-object scenes for the probe after each stage (0: no probe)."}
     )
     ocr_hint_share: float = field(
-        default=0.0,
+        default=0.5,
         metadata={
             "help": "Share of stage-2 conversations with text that get the service's OCR hint (real OCR)."
         },
