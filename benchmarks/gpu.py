@@ -352,7 +352,11 @@ def vllm_stage(model_dir: Path, images, args: GPUBenchArgs) -> dict:
         ocr="off",
         max_waiting=4096,
     )
-    engine = VLLMEngine(settings, Metrics())
+    return serve_waves(VLLMEngine(settings, Metrics()), images, args)
+
+
+def serve_waves(engine, images, args: GPUBenchArgs) -> dict:
+    """Start the engine, run the c=1 / c=8 waves, stop it."""
 
     async def serve() -> dict:
         await engine.start()
@@ -401,16 +405,7 @@ def upstream_stage(model_dir: Path, images, args: GPUBenchArgs) -> dict:
                 raise RuntimeError(f"vllm serve was not healthy within {args.vllm_start_s:.0f} s")
             time.sleep(2)
         settings = ServeSettings(engine="upstream", upstream_url=f"http://127.0.0.1:{port}/v1", ocr="off")
-        engine = UpstreamEngine(settings, Metrics())
-
-        async def serve() -> dict:
-            await engine.start()
-            try:
-                return {"context": engine.context_length, **await engine_waves(engine, images, args)}
-            finally:
-                await engine.stop(5.0)
-
-        return asyncio.run(serve())
+        return serve_waves(UpstreamEngine(settings, Metrics()), images, args)
     finally:
         server.terminate()
         try:

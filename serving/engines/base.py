@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -75,3 +76,22 @@ def build_engine(settings: ServeSettings, metrics: Metrics) -> Engine:
     module_name, class_name = ENGINES[settings.engine].split(":")
     engine_class = getattr(importlib.import_module(module_name), class_name)
     return engine_class(settings, metrics)
+
+
+def map_finish_reason(
+    reason: str | None,
+    reasons: Mapping[str, str],
+    errors: Mapping[str, Callable[[], Exception]],
+    source: str,
+) -> str | None:
+    """A backend's finish reason -> ours ("stop" or "length"); the ones in `errors` are raised as their error,
+    an unknown one is logged and answered "stop"."""
+    if reason is None:
+        return None
+    if reason in errors:
+        raise errors[reason]()
+    if reason not in reasons:
+        logging.getLogger(__name__).warning(
+            "%s sent an unknown finish reason %r; answering 'stop'", source, reason
+        )
+    return reasons.get(reason, "stop")

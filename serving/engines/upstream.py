@@ -22,7 +22,7 @@ import httpx
 from PIL import Image
 
 from assistant.errors import ConfigError
-from serving.engines.base import Delta, GenerationRequest
+from serving.engines.base import Delta, GenerationRequest, map_finish_reason
 from serving.errors import (
     APIError,
     ContextLengthExceeded,
@@ -118,13 +118,7 @@ def event_error(event: dict[str, Any]) -> APIError:
 
 def finish_reason(reason: str | None) -> str | None:
     """The upstream's finish reason -> ours ("stop" or "length"); raises for vLLM's "abort" and "error"."""
-    if reason is None:
-        return None
-    if reason in FINISH_ERRORS:
-        raise FINISH_ERRORS[reason]()
-    if reason not in FINISH_REASONS:
-        log.warning("the upstream sent an unknown finish reason %r; answering 'stop'", reason)
-    return FINISH_REASONS.get(reason, "stop")
+    return map_finish_reason(reason, FINISH_REASONS, FINISH_ERRORS, "the upstream")
 
 
 class _UpstreamStream:

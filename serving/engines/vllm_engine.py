@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from assistant.cli import resolve_model
 from assistant.errors import ConfigError
 from assistant.inference import normalize_messages
-from serving.engines.base import Delta, GenerationRequest
+from serving.engines.base import Delta, GenerationRequest, map_finish_reason
 from serving.errors import (
     APIError,
     ContextLengthExceeded,
@@ -92,13 +92,7 @@ def api_error(exc: BaseException) -> APIError | None:
 
 def finish_reason(reason: str | None) -> str | None:
     """vLLM's finish reason -> ours ("stop" or "length"); raises the APIError for "error" and "abort"."""
-    if reason is None:
-        return None
-    if reason in FINISH_ERRORS:
-        raise FINISH_ERRORS[reason]()
-    if reason not in FINISH_REASONS:
-        log.warning("vLLM reported an unknown finish reason %r; answering 'stop'", reason)
-    return FINISH_REASONS.get(reason, "stop")
+    return map_finish_reason(reason, FINISH_REASONS, FINISH_ERRORS, "vLLM")
 
 
 def to_delta(output: RequestOutput, sent: int, prompt_tokens: int) -> tuple[Delta, int]:
