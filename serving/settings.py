@@ -74,8 +74,8 @@ class ServeSettings:
     ocr: str = field(
         default="off",
         metadata={
-            "help": "Default OCR mode when a request gives none: auto, on, off (off: the embedded model was "
-            "not trained with OCR hints; use auto for models that were)."
+            "help": "Default OCR mode when a request gives none: auto, on, off (off: the embedded model does "
+            "not yet use OCR hints; use auto for models that do)."
         },
     )
     ocr_engine: str = field(default="rapidocr", metadata={"help": "OCR engine of assistant.ocr."})
