@@ -19,6 +19,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,6 @@ def add_ocr_hints(data: Path, share: float, seed: int = 0, reader: Any = None) -
         counts["eligible"] += 1
         if rng.random() >= share:
             continue
-        from PIL import Image
-
         with Image.open(data / image) as im:
             hint = format_hint(reader.read(im.convert("RGB")))
         if not hint:  # the engine read nothing: the conversation stays as it is, as the service would send it

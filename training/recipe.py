@@ -204,13 +204,10 @@ def run(args: RecipeArgs) -> Path:
         args.probe_n = min(args.probe_n, 8)
     data = timed("data", make_data, args, work)
 
+    extra = args.stage_overrides()
     stage0 = work / "stage0"
     if not (stage0 / "stage0_report.json").is_file():
-        timed(
-            "stage0",
-            bootstrap.main,
-            *stage0_config(work, args.seed, args.smoke, args.stage_overrides().get("bootstrap")),
-        )
+        timed("stage0", bootstrap.main, *stage0_config(work, args.seed, args.smoke, extra.get("bootstrap")))
     stage0_report = json.loads((stage0 / "stage0_report.json").read_text())
 
     small = SMOKE_STAGES if args.smoke else {}
@@ -226,7 +223,6 @@ def run(args: RecipeArgs) -> Path:
         ("stage2", "sft", sft.main, (sft.SFTScriptArgs, SFTConfig, ModelConfig), small),
         ("stage3", "dpo", dpo.main, (dpo.DPOScriptArgs, DPOConfig, ModelConfig), small),
     ]
-    extra = args.stage_overrides()
     for out_name, config_name, main, parsers, overrides in stages:
         out = work / out_name
         if not _done(out):
