@@ -36,6 +36,10 @@ class RecipeArgs:
     seed: int = field(default=0, metadata={"help": "Seed of data, weights and batches."})
     n_caption: int = field(default=6000, metadata={"help": "Caption scenes (stage 1)."})
     n_instruct: int = field(default=20000, metadata={"help": "Instruction conversations (stage 2)."})
+    instruct_task: str = field(
+        default="sft_mix",
+        metadata={"help": "Toy-world task of the stage-2 data (`instruct` is the eval mix; docs/recipe.md)."},
+    )
     n_preference: int = field(default=2000, metadata={"help": "Preference pairs (stage 3)."})
     n_eval: int = field(
         default=300, metadata={"help": "Eval scenes per benchmark (seeds in the eval range)."}
@@ -117,7 +121,7 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
 
     plan = {  # name: (task, n, first seed, eval split); training seed ranges never overlap
         "caption": ("caption", args.n_caption, args.seed + 10_000_000, False),
-        "instruct": ("instruct", args.n_instruct, args.seed + 20_000_000, False),
+        "instruct": (args.instruct_task, args.n_instruct, args.seed + 20_000_000, False),
         "preference": ("preference", args.n_preference, args.seed + 30_000_000, False),
         "eval_vqa": ("instruct", args.n_eval, args.seed, True),
         "eval_pope": ("pope", args.n_eval, args.seed + 100_000, True),
@@ -167,6 +171,17 @@ def evaluate(
     from evals.jobs import run_benchmark
     from evals.probe import run_probe
 
+    # a resumed recipe reuses evals made of this model with these settings
+    summary, settings_file = out / "summary.json", out / "settings.json"
+    settings = {"limit": limit, "blind": blind, "probe_n": probe_n, "data": {k: str(v) for k, v in data.items()}}
+    if (
+        summary.is_file()
+        and settings_file.is_file()
+        and json.loads(settings_file.read_text()) == settings
+        and summary.stat().st_mtime > (model_dir / "config.json").stat().st_mtime
+    ):
+        log.info("evals of %s: done before with the same settings, read from %s", model_dir, summary)
+        return json.loads(summary.read_text())
     runs = [("vqa", "vqa", "eval_vqa", "off"), ("pope", "pope", "eval_pope", "off")]
     if blind:
         runs += [("chair", "chair", "eval_chair", "off")]
@@ -180,7 +195,8 @@ def evaluate(
         results[name] = {mode: sections for mode, sections in report.scores.items()}
     if probe_n:
         results["probe"] = run_probe(model_dir, out / "probe", n=probe_n)["scores"]
-    (out / "summary.json").write_text(json.dumps(results, indent=1))
+    summary.write_text(json.dumps(results, indent=1))
+    settings_file.write_text(json.dumps(settings, indent=1))
     return results
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import relations as rel
-from .describe import caption, describe
+from .describe import caption, describe, join_words
 from .records import QA, TaskContext
 from .scene import ObjectGT, Scene
 from .templates import phrase
@@ -78,6 +78,27 @@ def ask_shape(scene: Scene, ctx: TaskContext) -> QA | None:
         return None
     obj = ctx.rng.choice(uniq)
     return QA(phrase(ctx.rng, "shape", name=f"{obj.color} object"), obj.shape, "shape", "shape")
+
+
+def ask_lone(scene: Scene, ctx: TaskContext) -> QA | None:
+    """ "What shape/colour is the object?" about a scene's only object: the question names no key, so the answer
+    must come from reading the object (stage 2 otherwise only ever names an object by colour or shape)."""
+    if len(scene.objects) != 1:
+        return None
+    obj, rng = scene.objects[0], ctx.rng
+    if rng.random() < 0.5:
+        return QA(phrase(rng, "shape", name="object"), obj.shape, "shape", "shape")
+    return QA(phrase(rng, "color", name="object"), obj.color, "color", "color")
+
+
+def ask_inventory(scene: Scene, ctx: TaskContext) -> QA | None:
+    """Every shape (or colour) in the scene, left to right, each once: "circle, star and heart"."""
+    if not scene.objects:
+        return None
+    attr = ctx.rng.choice(("shape", "color"))
+    ordered = sorted(scene.objects, key=lambda o: (o.box[0], o.box[1]))
+    values = list(dict.fromkeys(getattr(o, attr) for o in ordered))
+    return QA(phrase(ctx.rng, f"inventory_{attr}"), join_words(values), "inventory", "free")
 
 
 def ask_size(scene: Scene, ctx: TaskContext) -> QA | None:
@@ -151,6 +172,25 @@ def ask_existence(scene: Scene, ctx: TaskContext) -> QA:
     return QA(q, yes_no(yes), "existence", "yes_no")
 
 
+def ask_shape_exists(scene: Scene, ctx: TaskContext) -> QA:
+    """ "Is there a star?": a bare shape, present or absent, so the answer cannot come from a colour word."""
+    rng = ctx.rng
+    present = sorted({o.shape for o in scene.objects})
+    absent = [s for s in SHAPES if s not in present]
+    yes = ctx.pick_yes(can_yes=bool(present), can_no=bool(absent), key="existence")
+    what = rng.choice(present) if yes else rng.choice(absent)
+    q = phrase(rng, "exists", a_what=f"{article(what)} {what}")
+    return QA(q, yes_no(yes), "existence", "yes_no")
+
+
+def ask_shape_count(scene: Scene, ctx: TaskContext) -> QA:
+    """ "How many stars are there?": counting by shape alone, present two times out of three."""
+    rng = ctx.rng
+    present = rng.random() < 2 / 3 and scene.objects
+    shape = rng.choice(scene.objects).shape if present else rng.choice(SHAPES)
+    return QA(phrase(rng, "count", what=plural(shape)), str(rel.count(scene, shape=shape)), "count", "number")
+
+
 def ask_ocr(scene: Scene, ctx: TaskContext) -> QA:
     rng = ctx.rng
     texts = rel.reading_order(scene.texts)
@@ -179,6 +219,10 @@ SKILLS: dict[str, Callable[[Scene, TaskContext], QA | None]] = {
     "position": ask_position,
     "existence": ask_existence,
     "ocr": ask_ocr,
+    "lone": ask_lone,
+    "inventory": ask_inventory,
+    "shape_exists": ask_shape_exists,
+    "shape_count": ask_shape_count,
     "detail": ask_detail,
     "caption": ask_caption,
 }

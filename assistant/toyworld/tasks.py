@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .pope import make_chair, make_pope
 from .preference import make_pair
-from .questions import SKILLS, ask_detail
+from .questions import SKILLS, ask_caption, ask_detail
 from .records import QA, Conversation, Record, TaskContext, WorldStats
 from .scene import Scene
 
@@ -23,8 +23,9 @@ FORMATS: tuple[str, ...] = ("conversation", "preference", "pope", "chair")
 
 # skill -> weight in mixed instruction conversations (detail only ever opens one). Colour questions name their
 # object by shape and existence negatives swap one attribute, so these two are what teaches finding a shape
-# (docs/recipe.md: the model learnt to find objects by colour only while they were rarer).
-_MIX: dict[str, int] = {
+# (docs/recipe.md: the model learnt to find objects by colour only while they were rarer). `instruct` is also the
+# skill-VQA eval mix: change it and every eval set made from it changes.
+_MIX: dict[str, float] = {
     "count": 3,
     "color": 3,
     "shape": 2,
@@ -33,6 +34,20 @@ _MIX: dict[str, int] = {
     "existence": 3,
     "ocr": 2,
 }
+# The toy recipe's stage-2 mix: `instruct`'s skills plus questions that key an object by nothing or by its shape
+# alone (a model trained on `instruct` finds objects by their colour word only: docs/recipe.md), "is there any
+# text?" about text-free scenes too (`instruct` only asks reading questions where there is text, so "No" never
+# occurs), and stage 1's captions rehearsed so that stage 2 does not overwrite what they taught.
+_SFT_MIX: dict[str, float] = {
+    **_MIX,
+    "color": 4,
+    "ocr": 3,
+    "lone": 2,
+    "inventory": 2,
+    "shape_exists": 2,
+    "shape_count": 1,
+}
+_TEXT_FREE_OCR = 0.15  # weight of `ocr` (always "is there any text?") on a scene without text in _SFT_MIX
 
 
 @dataclass(frozen=True)
@@ -51,25 +66,44 @@ def _single(skill: str) -> Maker:
     return make
 
 
-def _mixed(task: str, min_turns: int, max_turns: int) -> Maker:
+def _mixed(
+    task: str, min_turns: int, max_turns: int, mix: dict[str, float] = _MIX, rehearse: float = 0.0
+) -> Maker:
+    """Conversations of `want` turns drawn from `mix`; one in seven opens with a detailed description and, with
+    `rehearse` > 0, that share opens with a stage-1 caption instead. Without `_TEXT_FREE_OCR` in the mix's
+    design (`instruct`), reading questions are only asked about scenes with text."""
+    by_question = mix is not _MIX
+    text_free_ocr = _TEXT_FREE_OCR if by_question else 0.0
+
     def make(scene: Scene, ctx: TaskContext) -> list[Record]:
         rng = ctx.rng
         want = rng.randint(min_turns, max_turns)
         turns: list[QA] = []
-        if rng.random() < 0.15:
+        opener = rng.random()
+        if opener < 0.15:
             turns.append(ask_detail(scene, ctx))
-        skills = [s for s in _MIX if s != "ocr" or scene.texts]
-        weights = [_MIX[s] for s in skills]
+        elif opener < 0.15 + rehearse:
+            turns.append(ask_caption(scene, ctx))
+        weights_of = dict(mix)
+        if not scene.texts:
+            weights_of["ocr"] = text_free_ocr
+        skills = [s for s, w in weights_of.items() if w > 0]
+        weights = [weights_of[s] for s in skills]
         for _ in range(4 * want):
             if len(turns) >= want:
                 break
             qa = SKILLS[rng.choices(skills, weights)[0]](scene, ctx)
-            # no paraphrase of an earlier turn: one answer per skill and answer value
-            if qa is not None and all((qa.task, qa.answer) != (t.task, t.answer) for t in turns):
+            # no paraphrase of an earlier turn: one answer per skill and answer value (in `sft_mix`, yes/no
+            # questions only once each: dropping a second "No" after the balancer counted it skews the answers)
+            if qa is not None and all(_key(qa, by_question) != _key(t, by_question) for t in turns):
                 turns.append(qa)
         return [Conversation(scene.seed, tuple(turns), task)] if turns else []
 
     return make
+
+
+def _key(qa: QA, by_question: bool) -> tuple[str, str]:
+    return (qa.task, qa.question if by_question and qa.answer_type == "yes_no" else qa.answer)
 
 
 def _wrap(fn: Callable[[Scene, TaskContext], Record]) -> Maker:
@@ -82,6 +116,12 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("caption", "conversation", _single("caption"), "Short captions (stage 1 pretraining)."),
         TaskSpec(
             "instruct", "conversation", _mixed("instruct", 1, 4), "Mixed-skill instructions, 1-4 turns."
+        ),
+        TaskSpec(
+            "sft_mix",
+            "conversation",
+            _mixed("sft_mix", 1, 4, _SFT_MIX, rehearse=0.15),
+            "The toy recipe's stage-2 mix: instruct plus shape-keyed and unkeyed questions, captions rehearsed.",
         ),
         TaskSpec("multiturn", "conversation", _mixed("multiturn", 3, 6), "Follow-up questions, 3-6 turns."),
         TaskSpec("detail", "conversation", _single("detail"), "Detailed descriptions."),

@@ -60,6 +60,19 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "What is the {which} object in the image?",
         "Name the {which} shape in the picture.",
     ),
+    # every object by one attribute, keyed by nothing
+    "inventory_shape": (
+        "What shapes are in the image?",
+        "Which shapes can you see in the picture?",
+        "List the shapes in this image.",
+        "Name every shape you see, from left to right.",
+    ),
+    "inventory_color": (
+        "Which colours are in the image?",
+        "What colors do the objects in the picture have?",
+        "List the colours of the shapes in this image.",
+        "Name every colour you see, from left to right.",
+    ),
     # position
     "rel_yes_no": (
         "Is the {a} {rel} the {b}?",
