@@ -48,6 +48,11 @@ class Metrics:
         )
         self.prompt_tokens = Counter("assistant_prompt_tokens", "Prompt tokens processed.", registry=r)
         self.completion_tokens = Counter("assistant_completion_tokens", "Tokens generated.", registry=r)
+        self.engine_threads = Gauge(
+            "assistant_engine_threads",
+            "torch threads of the engine process (0: not a CPU engine).",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "assistant_batch_size",
             "Requests decoded together in one engine batch.",

@@ -50,6 +50,13 @@ class ServeSettings:
             "that come later join the running batch at its next step anyway)."
         },
     )
+    threads: int = field(
+        default=0,
+        metadata={
+            "help": "transformers engine: torch threads; 0 chooses: 1 for models under 50M parameters, else "
+            "every CPU this process may use (affinity, cgroup quota). docs/serving.md: sizing."
+        },
+    )
     max_waiting: int = field(default=256, metadata={"help": "Queued requests before new ones get 429."})
     max_body_bytes: int = field(
         default=32 * 1024 * 1024, metadata={"help": "Largest request body (413 above)."}
@@ -121,6 +128,8 @@ class ServeSettings:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0 (0: chosen by model size and CPUs), got {self.threads}")
         if self.min_image_side > self.max_image_side:
             raise ConfigError("min_image_side must not exceed max_image_side")
         if self.fetch_timeout_s <= 0 or self.batch_wait_ms < 0 or self.drain_timeout_s < 0:

@@ -18,6 +18,7 @@ from assistant.anyres import with_fast_anyres
 from assistant.errors import ConfigError
 from assistant.modeling import PARTS, save_model, set_trainable
 from assistant.paths import resolve_model_source
+from assistant.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,17 @@ class DataArgs:
         default_factory=lambda: ["connector", "language_model"],
         metadata={"help": f"Parts trained in full fine-tuning, from {sorted(PARTS)}."},
     )
+    threads: int = field(
+        default=0,
+        metadata={
+            "help": "torch CPU threads; 0 chooses: 1 for models under 50M parameters (a second thread only "
+            "waits, and loses a lot when another job shares the cores), else every CPU this process may use."
+        },
+    )
 
     def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0 (0: chosen by model size and CPUs), got {self.threads}")
         if not 0.0 <= self.max_skip_share <= 1.0:
             raise ConfigError(f"max_skip_share must be between 0 and 1, got {self.max_skip_share}")
         unknown = set(self.train_parts) - set(PARTS)
@@ -103,6 +113,8 @@ def load_model_for_training(model_args: ModelConfig, data_args: DataArgs) -> tup
     model = AutoModelForImageTextToText.from_pretrained(
         model_args.model_name_or_path, dtype=dtype, quantization_config=quant
     )
+    if not torch.cuda.is_available():
+        apply_threads(sum(p.numel() for p in model.parameters()), data_args.threads)
     # the fast AnyRes path where it gives the reference's pixels; it saves as the reference processor
     processor = with_fast_anyres(AutoProcessor.from_pretrained(model_args.model_name_or_path))
     if not model_args.use_peft:

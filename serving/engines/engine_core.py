@@ -14,7 +14,7 @@ server for the same reason.
 Messages (pickled by `multiprocessing.connection`, arrays as numpy):
     parent -> core: ("start", CoreConfig) once, then ("add", id, inputs, max_tokens, params), ("cancel", id),
                     ("stop",): finish what is running and queued, then exit
-    core -> parent: ("ready", {"device", "context_length"}) or ("failed", message), then ("step", Step)...
+    core -> parent: ("ready", {"device", "context_length", "threads"}) or ("failed", message), then ("step", Step)...
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from transformers.cache_utils import DynamicLayer
 
 from assistant.errors import AssistantError
 from assistant.inference import Assistant, SamplingParams
+from assistant.threads import apply_threads
 from serving.engines.decoding import TextTracker, collate, make_generator, sample_row
 
 log = logging.getLogger("serving.engine_core")
@@ -50,7 +51,7 @@ class CoreConfig:
     dtype: str | None = None
     max_batch_size: int = 8
     batch_wait_ms: float = 0.0
-    threads: int = 0  # torch threads; 0: torch's default
+    threads: int = 0  # torch threads; 0: assistant.threads' rule
     log_level: int = logging.INFO
 
 
@@ -384,8 +385,6 @@ def serve(conn: Connection) -> int:
     if kind != "start":
         raise RuntimeError(f"the engine core expected 'start' first, got {kind!r}")
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s [engine core] %(message)s")
-    if config.threads:
-        torch.set_num_threads(config.threads)
     loaded = threading.Event()
     threading.Thread(target=_exit_if_orphaned, args=(conn, loaded), daemon=True).start()
     try:
@@ -395,10 +394,17 @@ def serve(conn: Connection) -> int:
         return 1
     finally:
         loaded.set()
+    params = sum(p.numel() for p in assistant.model.parameters())
+    threads = apply_threads(params, config.threads)  # after loading: the rule needs the model's size
     core = EngineCore(assistant, conn, config)
     threading.Thread(target=core.receive, name="engine-core-receiver", daemon=True).start()
-    conn.send(("ready", {"device": str(assistant.device), "context_length": assistant.context_length}))
-    log.info("engine core ready: %s on %s", config.model, assistant.device)
+    info = {
+        "device": str(assistant.device),
+        "context_length": assistant.context_length,
+        "threads": threads.threads,
+    }
+    conn.send(("ready", info))
+    log.info("engine core ready: %s on %s, torch threads %s", config.model, assistant.device, threads)
     core.schedule()
     return 0
 

@@ -23,7 +23,6 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from transformers import AutoProcessor
 
 from assistant.anyres import with_fast_anyres
@@ -106,6 +105,7 @@ class TransformersEngine:
         self.processor = None
         self.context_length = 0
         self.device = "?"
+        self.threads = 0
         self._process: subprocess.Popen | None = None
         self._conn: Connection | None = None
         self._outbox: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()  # to the core, in order
@@ -144,9 +144,10 @@ class TransformersEngine:
         self._sender = threading.Thread(target=self._write, name="engine-core-sender", daemon=True)
         self._sender.start()
         log.info(
-            "transformers engine ready: %s on %s (engine core pid %d)",
+            "transformers engine ready: %s on %s, %d torch threads (engine core pid %d)",
             self.source,
             self.device,
+            self.threads,
             self._process.pid,
         )
 
@@ -165,7 +166,7 @@ class TransformersEngine:
             dtype=self.settings.dtype,
             max_batch_size=self.settings.max_batch_size,
             batch_wait_ms=self.settings.batch_wait_ms,
-            threads=torch.get_num_threads(),
+            threads=self.settings.threads,
             log_level=logging.getLogger().getEffectiveLevel(),
         )
         self._conn.send(("start", config))
@@ -184,7 +185,12 @@ class TransformersEngine:
             self._process.wait()
             self._conn.close()
             raise ModelLoadError(info)
-        self.device, self.context_length = info["device"], info["context_length"]
+        self.device, self.context_length, self.threads = (
+            info["device"],
+            info["context_length"],
+            info["threads"],
+        )
+        self.metrics.engine_threads.set(self.threads)
 
     async def stop(self, drain_timeout_s: float) -> None:
         """Let the core finish the running and queued requests (up to `drain_timeout_s`), then end it."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 from PIL import Image
 
+from assistant.threads import choose_threads
 from tests.serving.conftest import data_url, png_bytes, red_square
 
 
@@ -163,3 +166,6 @@ def test_health_ready_and_metrics(server, http, client, model_name):
         "assistant_batch_size_bucket",
     ):
         assert name in text, name
+    # the thread rule reached the engine core: one thread for a tiny model unless OMP_NUM_THREADS says otherwise
+    expected = choose_threads(params=1_000_000).threads
+    assert re.search(rf"^assistant_engine_threads {expected}\.0$", text, re.M), text[-600:]

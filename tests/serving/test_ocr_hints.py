@@ -19,7 +19,8 @@ def text_image() -> Image.Image:
 
 
 def test_ocr_modes(tiny_model_dir):
-    settings = server_settings(tiny_model_dir, ocr="auto", max_image_pixels=1_000_000)
+    # threads=2: an explicit setting reaches the engine core (the rule would choose 1 for this model)
+    settings = server_settings(tiny_model_dir, ocr="auto", max_image_pixels=1_000_000, threads=2)
     with running_server(settings) as (url, _):
         headers = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -56,3 +57,4 @@ def test_ocr_modes(tiny_model_dir):
         assert "HOTEL" in json.loads(first_chunk.removeprefix("data: "))["ocr_text"]
         metrics = httpx.get(url + "/metrics", headers=headers).text
         assert float(re.search(r"^assistant_ocr_seconds_count (\S+)$", metrics, re.M).group(1)) >= 1
+        assert re.search(r"^assistant_engine_threads 2\.0$", metrics, re.M)

@@ -163,3 +163,43 @@ def test_multiturn_conversations_have_several_turns() -> None:
     busy = [c for c in convs if len(seeds[c.scene_seed].objects) >= 2]
     assert sum(len(c.turns) >= 3 for c in busy) >= 0.9 * len(busy)
     assert len({qa.task for c in convs for qa in c.turns}) >= 6
+
+
+def test_sft_mix_asks_by_shape_and_unkeyed_and_stays_balanced() -> None:
+    """The recipe's stage-2 mix: every answer grounded, yes/no balanced, questions that name no colour."""
+    turns = _turns("sft_mix")
+    tasks = Counter(qa.task for _, qa in turns)
+    assert {"inventory", "caption", "detail", "existence", "count", "color", "shape", "ocr"} <= set(tasks)
+    for scene, qa in turns:
+        ordered = sorted(scene.objects, key=lambda o: (o.box[0], o.box[1]))
+        if qa.task == "inventory":
+            attr = "color" if re.search(r"colou?r", qa.question) else "shape"
+            assert qa.answer.replace(" and ", ", ").split(", ") == list(
+                dict.fromkeys(getattr(o, attr) for o in ordered)
+            )
+        if qa.answer_type in ("shape", "color") and " the object" in qa.question:  # unkeyed: lone object only
+            assert len(scene.objects) == 1 and qa.answer == getattr(scene.objects[0], qa.answer_type)
+        if qa.question.startswith("Is there any text") or qa.question.startswith("Is anything written"):
+            assert qa.answer == ("Yes" if scene.texts else "No")
+    bare = [
+        (scene, qa)
+        for scene, qa in turns
+        if qa.task == "existence" and re.search(r" an? (\w+) (in|present)", qa.question)
+    ]
+    assert len(bare) >= 30
+    for scene, qa in bare:
+        shape = re.search(r" an? (\w+) (in|present)", qa.question).group(1)
+        if shape in PLURALS:
+            assert qa.answer == ("Yes" if count(scene, shape=shape) else "No"), qa
+    for kind in ("existence", "ocr"):
+        answers = Counter(qa.answer for _, qa in turns if qa.task == kind and qa.answer_type == "yes_no")
+        assert answers["No"] >= 0.3 * sum(answers.values()), (kind, answers)
+    existence = Counter(qa.answer for _, qa in turns if qa.task == "existence")
+    assert abs(existence["Yes"] - existence["No"]) <= 0.1 * sum(existence.values()), existence
+
+
+def test_instruct_the_eval_mix_never_asks_reading_questions_without_text() -> None:
+    # instruct makes the skill-VQA eval sets: it must not change under the training mix's levers
+    for scene, qa in _turns("instruct"):
+        assert qa.task != "ocr" or scene.texts
+        assert qa.task not in ("inventory", "caption")

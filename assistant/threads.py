@@ -1,0 +1,98 @@
+"""How many torch threads a CPU process should use: a rule, not torch's default.
+
+torch starts one thread per core it sees. For the embedded model (a few million parameters) the work of one
+operator is too small to split, and a second thread only adds a barrier at every operator: on an idle 2-core
+machine 1 and 2 threads answer alike, and with the second core busy with anything else the 2-thread process waits
+for it at every barrier (issue 18 measured 24x slower answers; benchmarks/RESULTS.md has the figures). So:
+
+    threads = 1                                   for a model under SMALL_MODEL_PARAMS parameters
+    threads = the CPUs this process may use       otherwise: its affinity set, cut to its cgroup CPU quota
+
+    choose_threads(params=3_000_000)              # -> ThreadChoice(threads=1, reason="...")
+    apply_threads(requested=0, params=n)          # sets torch's threads, returns the choice (0: the rule)
+
+An explicit setting (flag, ASSISTANT_THREADS, OMP_NUM_THREADS) always wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Below this, one thread: the embedded model (~3 M) gains nothing from a second (RESULTS.md, "threads").
+SMALL_MODEL_PARAMS = 50_000_000
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    threads: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.threads} ({self.reason})"
+
+
+def cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
+    """CPUs this process's cgroup may use (`cpu.max` of cgroup v2, `cpu.cfs_quota_us` of v1); None: no quota."""
+    v2 = root / "cpu.max"
+    try:
+        if v2.is_file():
+            quota, period = (v2.read_text().split() + ["100000"])[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1 = root / "cpu" / "cpu.cfs_quota_us"
+        if v1.is_file():
+            quota_us = int(v1.read_text())
+            period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+            return quota_us / period_us if quota_us > 0 else None
+    except (OSError, ValueError):  # unreadable or odd: no quota known
+        return None
+    return None
+
+
+def usable_cpus(affinity: set[int] | None = None, quota: float | None = None) -> int:
+    """CPUs this process may run on: its affinity set, cut to a cgroup CPU quota (rounded up, at least 1)."""
+    if affinity is None:
+        affinity = (
+            os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+        )
+    n = max(1, len(affinity))
+    if quota is not None and quota > 0:
+        n = min(n, max(1, math.ceil(quota)))
+    return n
+
+
+def choose_threads(
+    params: int, requested: int = 0, cpus: int | None = None, env: dict[str, str] | None = None
+) -> ThreadChoice:
+    """The rule above. `requested` > 0 wins, then OMP_NUM_THREADS in `env`; `cpus` defaults to usable_cpus()."""
+    if requested < 0:
+        raise ValueError(f"threads must be >= 0 (0: choose by the rule), got {requested}")
+    if requested:
+        return ThreadChoice(requested, "set explicitly")
+    env = os.environ if env is None else env
+    omp = env.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return ThreadChoice(int(omp), "OMP_NUM_THREADS")
+    if cpus is None:
+        cpus = usable_cpus(quota=cpu_quota())
+    if params < SMALL_MODEL_PARAMS:
+        return ThreadChoice(
+            1, f"{params / 1e6:.1f}M-parameter model: a second thread only waits ({cpus} CPUs usable)"
+        )
+    return ThreadChoice(cpus, f"{params / 1e6:.0f}M-parameter model: every usable CPU")
+
+
+def apply_threads(params: int, requested: int = 0) -> ThreadChoice:
+    """choose_threads, then torch.set_num_threads; logged."""
+    import torch
+
+    choice = choose_threads(params, requested)
+    torch.set_num_threads(choice.threads)
+    log.info("torch threads: %s", choice)
+    return choice
