@@ -118,12 +118,18 @@ def create_naive_app(model_dir: str) -> FastAPI:
     return app
 
 
-def create_project_app(model_dir: str, port: int, max_batch_size: int):
+def create_project_app(model_dir: str, port: int, max_batch_size: int, threads: int = 0):
     from serving.app import create_app
     from serving.settings import ServeSettings
 
     settings = ServeSettings(
-        model=model_dir, port=port, device="cpu", ocr="off", max_batch_size=max_batch_size, max_n=1
+        model=model_dir,
+        port=port,
+        device="cpu",
+        ocr="off",
+        max_batch_size=max_batch_size,
+        max_n=1,
+        threads=threads,
     )
     return create_app(settings)
 
@@ -190,17 +196,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="Model directory.")
     parser.add_argument("--port", type=int, required=True, help="Loopback port.")
     parser.add_argument("--max-batch-size", type=int, default=16, help="project server: batch size.")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: the project's rule; the naive server: torch's default).",
+    )
     args = parser.parse_args(argv)
     import torch
     import uvicorn
 
-    if args.threads:
+    if args.threads and args.kind == "naive":
         torch.set_num_threads(args.threads)
 
     logging.basicConfig(level=logging.WARNING)
     app = (
-        create_project_app(args.model, args.port, args.max_batch_size)
+        create_project_app(args.model, args.port, args.max_batch_size, args.threads)
         if args.kind == "project"
         else create_naive_app(args.model)
     )

@@ -146,7 +146,8 @@ def run_stage0(args: TrainBenchArgs, work: Path) -> dict:
     }
 
 
-def run_stages(args: TrainBenchArgs, work: Path, data: dict[str, Path]) -> dict:
+def run_stages(args: TrainBenchArgs, work: Path, data: dict[str, Path], extra: dict | None = None) -> dict:
+    """Stages 1-3 for `args.steps` steps each from `work`/stage0; `extra` overrides every stage's config."""
     from transformers import AutoModelForImageTextToText
     from trl import DPOConfig, ModelConfig, SFTConfig
 
@@ -154,6 +155,7 @@ def run_stages(args: TrainBenchArgs, work: Path, data: dict[str, Path]) -> dict:
     from training.recipe import stage_config
 
     common = dict(seed=args.seed, max_steps=args.steps, save_steps=10**6, logging_steps=1, report_to=[])
+    common.update(extra or {})
     # (output, config, module, parsers, batch, preference, LM factor): the LM's FLOPs per token are 6 N when its
     # weights train (stage 2), 4 N when it is frozen but gradients flow through it (stage 1; LoRA in stage 3).
     plan = [

@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from transformers import AutoProcessor
 
 from assistant.anyres import with_fast_anyres
@@ -191,6 +192,10 @@ class TransformersEngine:
             info["threads"],
         )
         self.metrics.engine_threads.set(self.threads)
+        if (
+            self.device == "cpu"
+        ):  # this side preprocesses images (torch ops too): the same setting as the core
+            torch.set_num_threads(self.threads)
 
     async def stop(self, drain_timeout_s: float) -> None:
         """Let the core finish the running and queued requests (up to `drain_timeout_s`), then end it."""

@@ -29,7 +29,11 @@ def test_chat_answers_a_question_about_an_image(tiny_model_dir, red_image, tmp_p
     assert out.stdout.strip()  # the tiny model is untrained: any non-empty answer
 
 
-def test_user_errors_are_one_line_without_traceback(tiny_model_dir, tmp_path):
+def test_user_errors_are_one_line_without_traceback(tiny_model_dir, tmp_path, capsys):
+    """One case through the real console script, the rest through the same `main` in-process (each subprocess
+    costs seconds of imports; what is under test is main's error handling, which is the same code)."""
+    from assistant.cli import main
+
     not_image = tmp_path / "notes.png"
     not_image.write_text("this is text")
     cases = [
@@ -45,12 +49,17 @@ def test_user_errors_are_one_line_without_traceback(tiny_model_dir, tmp_path):
             "does not exist",
         ),
     ]
-    for args, message in cases:
-        out = run(*args)
-        assert out.returncode == 2, (args, out.stderr)
-        assert message in out.stderr
-        assert "Traceback" not in out.stderr
-        assert out.stderr.count("error:") == 1
+    out = run(*cases[0][0])
+    assert out.returncode == 2, out.stderr
+    assert cases[0][1] in out.stderr and "Traceback" not in out.stderr and out.stderr.count("error:") == 1
+    for args, message in cases[1:]:
+        capsys.readouterr()
+        code = main(args)
+        stderr = capsys.readouterr().err
+        assert code == 2, (args, stderr)
+        assert message in stderr
+        assert "Traceback" not in stderr
+        assert stderr.count("error:") == 1
 
 
 def test_build_then_chat_from_local_directories(tmp_path, tiny_tokenizer, red_image):

@@ -101,3 +101,53 @@ def test_a_bad_model_dir_is_one_clear_line(tmp_path, caplog):
     assert run_cli(preprocess.main, args) == 1
     assert "has no config.json" in caplog.text and "Traceback" not in caplog.text
     assert not (tmp_path / "out.json").exists()
+
+
+def test_threads_ratios_compare_as_shipped_with_the_best_fixed_setting():
+    from benchmarks.threads import ratios, table
+
+    def row(latency, tok_s, img_s, samples):
+        return {
+            "serving": {
+                "engine_threads": 1,
+                "c1_latency_s": {"median": latency},
+                "c8_output_tokens_per_s": {"median": tok_s},
+            },
+            "preprocessing": {"images_per_s": {"median": img_s}},
+            "training": {k: {"samples_per_s": samples} for k in ("stage1", "stage2", "stage3")},
+        }
+
+    rows = {
+        "idle": {
+            "as shipped": row(0.10, 300, 900, 4.0),
+            "1 thread": row(0.10, 300, 900, 4.0),
+            "2 threads": row(0.08, 400, 1000, 5.0),
+        },
+        "one core busy": {
+            "as shipped": row(0.10, 300, 900, 4.0),
+            "1 thread": row(0.10, 300, 900, 4.0),
+            "2 threads": row(2.0, 20, 100, 1.0),
+        },
+    }
+    r = ratios(rows)
+    assert r["idle"]["serving c=1 latency"] == {"shipped_vs_best": 1.25, "best": "2 threads"}
+    assert r["idle"]["serving c=8 tok/s"]["shipped_vs_best"] == pytest.approx(4 / 3, abs=1e-3)
+    assert r["one core busy"]["training stage2 samples/s"] == {"shipped_vs_best": 1.0, "best": "1 thread"}
+    text = table(rows, r)
+    assert "| idle | serving c=1 latency | 1.25x | 2 threads |" in text
+
+
+@pytest.mark.slow
+def test_threads_quick_measures_every_setting_idle_and_busy(tiny_model_dir, tmp_path, monkeypatch):
+    from benchmarks import threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    out = tmp_path / "threads.json"
+    report = threads.main(threads.parse_args(["--quick", "--model", str(tiny_model_dir), "--out", str(out)]))
+    assert set(report["results"]) == {"idle", "one core busy"}
+    for by_setting in report["results"].values():
+        assert set(by_setting) == {"as shipped", "1 thread"}
+        assert by_setting["as shipped"]["serving"]["engine_threads"] == 1  # the rule, for a tiny model
+        assert by_setting["1 thread"]["training"]["stage2"]["samples_per_s"] > 0
+    assert "serving c=8 tok/s" in report["ratios"]["one core busy"]
+    assert json.loads(out.read_text())["benchmark"] == "threads"
