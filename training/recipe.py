@@ -173,7 +173,12 @@ def evaluate(
 
     # a resumed recipe reuses evals made of this model with these settings
     summary, settings_file = out / "summary.json", out / "settings.json"
-    settings = {"limit": limit, "blind": blind, "probe_n": probe_n, "data": {k: str(v) for k, v in data.items()}}
+    settings = {
+        "limit": limit,
+        "blind": blind,
+        "probe_n": probe_n,
+        "data": {k: str(v) for k, v in data.items()},
+    }
     if (
         summary.is_file()
         and settings_file.is_file()
