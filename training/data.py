@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # A toy-world (or any) dataset directory holds one of these; the first present is used.
 SFT_FILES = ("messages.jsonl", "llava.json")
 PREFERENCE_FILES = ("preference.jsonl",)
+PROMPT_FILES = ("prompts.jsonl",)
 
 
 class DataError(AssistantError):
@@ -195,4 +196,27 @@ def load_preference_dataset(
         if rows and key not in rows[0]:
             raise DataError(f"preference rows need 'prompt', 'chosen' and 'rejected'; this one lacks {key!r}")
     columns = ["prompt", "chosen", "rejected", "images"]
+    return _checked_dataset(rows, source, root, image_root, max_skip_share, columns)
+
+
+def load_prompt_dataset(
+    source: str | Path,
+    image_root: str | Path | None = None,
+    max_skip_share: float = 0.01,
+    max_samples: int | None = None,
+    split: str = "train",
+) -> tuple[Dataset, DataReport]:
+    """RL prompts: `prompt` (TRL conversational, one image part), `images`, and the ground truth the rewards read:
+    `answer` + `answer_type` (short questions, scored like skill VQA) or `answer_type: free` + `objects`
+    ([[colour, shape], ...], descriptions). Rows without ground truth count as descriptions of unknown scenes and
+    need a judge reward (not in the toy recipe). `objects` becomes a JSON string column."""
+    rows, root = _read_rows(source, PROMPT_FILES, split)
+    rows = rows[:max_samples] if max_samples else rows
+    if rows and "prompt" not in rows[0]:
+        raise DataError("prompt rows need 'prompt' (a list of chat messages) and 'images'")
+    for row in rows:
+        row.setdefault("answer", "")
+        row.setdefault("answer_type", "free")
+        row["objects"] = json.dumps(row.get("objects", []))
+    columns = ["prompt", "images", "answer", "answer_type", "objects"]
     return _checked_dataset(rows, source, root, image_root, max_skip_share, columns)

@@ -19,7 +19,7 @@ from .records import QA, Conversation, Record, TaskContext, WorldStats
 from .scene import Scene
 
 Maker = Callable[[Scene, TaskContext], list[Record]]
-FORMATS: tuple[str, ...] = ("conversation", "preference", "pope", "chair")
+FORMATS: tuple[str, ...] = ("conversation", "preference", "pope", "chair", "prompt")
 
 # skill -> weight in mixed instruction conversations (detail only ever opens one). Colour questions name their
 # object by shape and existence negatives swap one attribute, so these two are what teaches finding a shape
@@ -102,6 +102,20 @@ def _mixed(
     return make
 
 
+def _rl_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """One question per scene for the RL stage: a detailed description half the time (scored on the objects it
+    names), else one short question of the recipe's mix (scored exactly); the scene's ground truth goes with it."""
+    rng = ctx.rng
+    if rng.random() < 0.5:
+        return [Conversation(scene.seed, (ask_detail(scene, ctx),), "rl")]
+    skills = [s for s in _SFT_MIX if s != "ocr" or scene.texts]
+    for _ in range(8):
+        qa = SKILLS[rng.choices(skills, [_SFT_MIX[s] for s in skills])[0]](scene, ctx)
+        if qa is not None and qa.answer_type != "free":
+            return [Conversation(scene.seed, (qa,), "rl")]
+    return [Conversation(scene.seed, (ask_detail(scene, ctx),), "rl")]
+
+
 def _key(qa: QA, by_question: bool) -> tuple[str, str]:
     return (qa.task, qa.question if by_question and qa.answer_type == "yes_no" else qa.answer)
 
@@ -123,6 +137,7 @@ TASKS: dict[str, TaskSpec] = {
             _mixed("sft_mix", 1, 4, _SFT_MIX, rehearse=0.15),
             "The toy recipe's stage-2 mix: instruct plus shape-keyed and unkeyed questions, captions rehearsed.",
         ),
+        TaskSpec("rl", "prompt", _rl_prompt, "RL prompts: descriptions and short questions, one per scene."),
         TaskSpec("multiturn", "conversation", _mixed("multiturn", 3, 6), "Follow-up questions, 3-6 turns."),
         TaskSpec("detail", "conversation", _single("detail"), "Detailed descriptions."),
         TaskSpec("count", "conversation", _single("count"), "Counting questions."),

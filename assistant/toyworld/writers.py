@@ -5,6 +5,7 @@
       scenes.jsonl            ground truth of every image
       manifest.json           task, n, seed range, preset, generator version
       llava.json, messages.jsonl, qa.jsonl     (conversation tasks)
+      prompts.jsonl                            (prompt tasks: RL prompts with their ground truth)
       preference.jsonl                          (preference)
       pope.jsonl                                (pope)
       chair.jsonl, chair_synonyms.json          (chair)
@@ -93,7 +94,29 @@ def preference_row(image: str, pair: PreferencePair) -> dict[str, Any]:
     }
 
 
-def _write_records(out: Path, fmt: str, records: Sequence[Record], images: dict[int, str]) -> list[str]:
+def prompt_row(image: str, conv: Conversation, scene: Scene) -> dict[str, Any]:
+    """An RL prompt (TRL's conversational prompt format) with the ground truth its rewards read."""
+    qa = conv.turns[0]
+    return {
+        "prompt": [_user(qa.question, with_image=True)],
+        "images": [image],
+        "answer": qa.answer,
+        "answer_type": qa.answer_type,
+        "task": qa.task,
+        "objects": [[o.color, o.shape] for o in scene.objects],
+        "scene_seed": conv.scene_seed,
+    }
+
+
+def _write_records(
+    out: Path, fmt: str, records: Sequence[Record], images: dict[int, str], scenes: dict[int, Scene]
+) -> list[str]:
+    if fmt == "prompt":
+        convs = [r for r in records if isinstance(r, Conversation)]
+        _write_jsonl(
+            out / "prompts.jsonl", (prompt_row(images[c.scene_seed], c, scenes[c.scene_seed]) for c in convs)
+        )
+        return ["prompts.jsonl"]
     if fmt == "conversation":
         convs = [r for r in records if isinstance(r, Conversation)]
         ids = [f"{i:06d}" for i in range(len(convs))]
@@ -162,7 +185,7 @@ def write_dataset(
     out.mkdir(parents=True, exist_ok=True)
     write_images(out, scenes, progress)
     images = {s.seed: image_path(i) for i, s in enumerate(scenes)}
-    files = _write_records(out, fmt, records, images)
+    files = _write_records(out, fmt, records, images, {s.seed: s for s in scenes})
     manifest = {
         "task": task,
         "format": fmt,

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trl import DPOConfig, ModelConfig, SFTConfig, TrlParser
+from trl import DPOConfig, GRPOConfig, ModelConfig, SFTConfig, TrlParser
 
 from training.dpo import DPOScriptArgs
+from training.grpo import GRPOScriptArgs
 from training.pretrain import PretrainScriptArgs
 from training.sft import SFTScriptArgs
 
@@ -24,7 +25,13 @@ SCRIPTS = {
     "sft_lora": (SFTScriptArgs, SFTConfig, ModelConfig),
     "sft_qlora": (SFTScriptArgs, SFTConfig, ModelConfig),
     "dpo": (DPOScriptArgs, DPOConfig, ModelConfig),
+    "grpo": (GRPOScriptArgs, GRPOConfig, ModelConfig),
 }
+
+
+def test_every_toy_stage_config_is_checked_here():
+    stages = {p.stem for p in (ROOT / "configs" / "toy").glob("*.yaml")} - {"bootstrap"}  # test_bootstrap's
+    assert stages <= set(SCRIPTS), stages - set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
@@ -35,8 +42,8 @@ def test_shipped_toy_configs_parse(name):
         + (["--bf16", "false"] if "/" in name else [])
     )
     assert train.output_dir.startswith("runs/")
-    assert train.max_length is None  # image tokens are never truncated
-    assert model.use_peft == (name in ("sft_lora", "sft_qlora", "dpo"))
+    assert getattr(train, "max_length", None) is None  # image tokens are never truncated
+    assert model.use_peft == (name in ("sft_lora", "sft_qlora", "dpo", "grpo"))
     assert getattr(script, "vision", None) in (
         None,
         "runs/toy/stage0/vision",

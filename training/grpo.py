@@ -1,0 +1,76 @@
+"""Stage 3b, reinforcement learning: GRPO on image prompts with rewards from each scene's ground truth.
+
+    accelerate launch --config_file configs/accelerate/cpu.yaml training/grpo.py --config configs/toy/grpo.yaml
+
+For every prompt the policy samples `num_generations` answers; each is scored by `training/rewards.py` (short
+questions: the skill-VQA parser against the answer; descriptions: object precision and recall against the scene;
+plus a small format term), and the group's rewards, centred on their mean, weight each answer's log-likelihood
+(TRL's GRPOTrainer). Full or LoRA/QLoRA like the other stages; with `beta` > 0 the KL reference is the starting
+model (LoRA: the adapter switched off). Data: `assistant toyworld generate --task rl` writes `prompts.jsonl`; for
+real data, rows of `prompt`, `images` and `answer` + `answer_type` (training/data.py: load_prompt_dataset).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import set_seed
+from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
+
+from training.common import (
+    AtomicCheckpointMixin,
+    DataArgs,
+    load_model_for_training,
+    lora_config,
+    resume_checkpoint,
+    save_final,
+)
+from training.data import load_prompt_dataset
+from training.rewards import grpo_reward_functions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GRPOScriptArgs(DataArgs):
+    format_weight: float = field(
+        default=0.2, metadata={"help": "Weight of the format reward (the grounded reward has weight 1)."}
+    )
+
+
+class AtomicGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
+    pass
+
+
+def main(
+    script: GRPOScriptArgs, train: GRPOConfig, model_args: ModelConfig, reward_funcs: list | None = None
+) -> Path:
+    """Train; `reward_funcs` replaces the grounded + format rewards (TRL's signature), e.g. a judge's."""
+    set_seed(train.seed)
+    model, processor = load_model_for_training(model_args, script)
+    dataset, report = load_prompt_dataset(
+        script.dataset, script.image_root, script.max_skip_share, script.max_samples
+    )
+    report.save(train.output_dir)
+    if reward_funcs is None:
+        reward_funcs = grpo_reward_functions()
+        train.reward_weights = [1.0, script.format_weight]
+    train.remove_unused_columns = False  # the rewards read the ground-truth columns
+    trainer = AtomicGRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=train,
+        train_dataset=dataset,
+        processing_class=processor,
+        peft_config=lora_config(model_args) if model_args.use_peft else None,
+    )
+    trainer.train(resume_from_checkpoint=resume_checkpoint(train.output_dir, train.resume_from_checkpoint))
+    out = save_final(trainer, processor, train.output_dir, peft=model_args.use_peft)
+    log.info("stage 3b (GRPO) done: %s (%d prompts, %d skipped)", out, report.kept, report.skipped)
+    return out
+
+
+if __name__ == "__main__":
+    main(*TrlParser((GRPOScriptArgs, GRPOConfig, ModelConfig)).parse_args_and_config())

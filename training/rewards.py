@@ -1,0 +1,120 @@
+"""Rewards for the RL stage (training/grpo.py): small pure functions of one answer and its scene's ground truth.
+
+    answer_reward("There are 3.", answer="3", answer_type="number")                      -> 1.0
+    description_reward("A red star and a blue cross.", objects=[("red", "star")])        -> precision/recall mix
+    format_reward("Yes. Yes. Yes.")                                                      -> 0.0 (two repeats)
+
+Short answers are scored by the evals' own parser (`evals.vqa.answer_credit`), so a reward and an eval never
+disagree on what an answer said. Descriptions are scored on the objects they mention (the CHAIR vocabulary:
+`assistant.toyworld.chair_words`): precision (every mentioned shape, and every colour named with it, exists)
+and recall (the scene's objects are named), so saying less is not a free win. `grpo_reward_functions` wraps
+them in TRL's reward-function signature, reading the ground-truth columns each prompt carries.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+
+from assistant.toyworld import chair_words
+from assistant.toyworld.vocab import COLOR_NAMES
+
+_COLOR_RE = "|".join(sorted(COLOR_NAMES, key=len, reverse=True))
+_SIZE_WORDS = ("small", "medium", "large", "big", "tiny", "little")
+
+
+def answer_reward(completion: str, answer: str, answer_type: str) -> float:
+    """Credit in [0, 1] of a short answer, as skill VQA scores it (unparseable: 0)."""
+    from evals.vqa import answer_credit
+
+    credit, _ = answer_credit(answer_type, answer, completion)
+    return float(credit)
+
+
+def mentioned_objects(text: str) -> list[tuple[str | None, str]]:
+    """(colour or None, canonical shape) for every shape word in `text`, in order; the colour is the colour word
+    just before the shape word (a size word may stand between: "a large red star")."""
+    found = []
+    lowered = text.lower()
+    cursor = 0
+    for word, shape in chair_words(text):
+        match = re.search(rf"\b{re.escape(word)}\b", lowered[cursor:])
+        if match is None:  # chair_words matched it, so it is there; keep the order robust anyway
+            found.append((None, shape))
+            continue
+        start = cursor + match.start()
+        before = re.findall(r"[a-z]+", lowered[max(0, start - 40) : start])
+        before = [w for w in before if w not in _SIZE_WORDS][-1:]
+        color = before[0] if before and re.fullmatch(_COLOR_RE, before[0]) else None
+        found.append((color, shape))
+        cursor = start + len(word)
+    return found
+
+
+def object_precision_recall(text: str, objects: Sequence[tuple[str, str]]) -> tuple[float, float, int]:
+    """(precision, recall, mentions). A mention is right when its shape is in the scene and, if it names a
+    colour, an object of that colour and shape is; recall is the share of the scene's distinct (colour, shape)
+    objects mentioned with their colour, or by shape alone where no colour was given."""
+    truth = {(c, s) for c, s in objects}
+    shapes = {s for _, s in truth}
+    mentions = mentioned_objects(text)
+    right = sum(1 for c, s in mentions if (s in shapes if c is None else (c, s) in truth))
+    named = {(c, s) for c, s in mentions}
+    covered = sum(1 for c, s in truth if (c, s) in named or (None, s) in named)
+    precision = right / len(mentions) if mentions else 1.0
+    recall = covered / len(truth) if truth else 1.0
+    return precision, recall, len(mentions)
+
+
+def description_reward(text: str, objects: Sequence[tuple[str, str]], recall_weight: float = 0.5) -> float:
+    """(1 - w) * precision + w * recall, in [0, 1]. An empty scene rewards mentioning nothing; a description that
+    mentions nothing in a scene with objects gets 0 (precision is vacuous there, so it does not count)."""
+    precision, recall, mentions = object_precision_recall(text, objects)
+    if not objects:
+        return 1.0 if mentions == 0 else 0.0
+    if mentions == 0:
+        return 0.0
+    return (1.0 - recall_weight) * precision + recall_weight * recall
+
+
+def format_reward(text: str) -> float:
+    """1 for an answer with no sentence repeated, 0.5 less per repeat, floored at -1 (answers cut at the length
+    limit are left out of the loss by GRPO's `mask_truncated_completions`)."""
+    sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s.strip()]
+    repeats = len(sentences) - len(set(sentences))
+    return max(-1.0, 1.0 - 0.5 * repeats)
+
+
+def grounded_reward(completion: str, truth: dict) -> float:
+    """The reward of one completion for its prompt's ground truth (`truth`, one row's columns)."""
+    if truth["answer_type"] == "free":
+        return description_reward(completion, [tuple(o) for o in truth["objects"]])
+    return answer_reward(completion, truth["answer"], truth["answer_type"])
+
+
+def _text(completion) -> str:
+    """TRL passes a string, or for conversational prompts a list of messages whose last one is the answer."""
+    if isinstance(completion, str):
+        return completion
+    content = completion[-1]["content"]
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+    return content
+
+
+def grpo_reward_functions() -> list[Callable]:
+    """[grounded, format] in TRL's signature: f(prompts, completions, **columns) -> list[float]. The dataset's
+    ground-truth columns `answer`, `answer_type` and `objects` (JSON) come in as keyword lists."""
+
+    def grounded(prompts, completions, answer, answer_type, objects, **_) -> list[float]:
+        return [
+            grounded_reward(_text(c), {"answer": a, "answer_type": t, "objects": json.loads(o)})
+            for c, a, t, o in zip(completions, answer, answer_type, objects, strict=True)
+        ]
+
+    def formatted(prompts, completions, **_) -> list[float]:
+        return [format_reward(_text(c)) for c in completions]
+
+    grounded.__name__, formatted.__name__ = "grounded", "format"
+    return [grounded, formatted]
