@@ -80,13 +80,15 @@ def text_line(metrics: dict[str, dict]) -> str:
 
 
 def chair_line(metrics: dict[str, dict]) -> str:
-    chair = metrics.get("final", {}).get("chair", {}).get("image", {}).get("all")
-    if not chair:
-        return ""
-    return (
-        f"CHAIR on {chair.get('n', '?')} detailed descriptions: CHAIR_s {_fmt(chair.get('chair_s'))}, "
-        f"CHAIR_i {_fmt(chair.get('chair_i'))}."
-    )
+    lines = []
+    for stage, m in metrics.items():
+        chair = m.get("chair", {}).get("image", {}).get("all")
+        if chair:
+            lines.append(
+                f"CHAIR on {chair.get('n', '?')} detailed descriptions ({stage}): CHAIR_s {_fmt(chair.get('chair_s'))}, "
+                f"CHAIR_i {_fmt(chair.get('chair_i'))}, object coverage {_fmt(chair.get('coverage'))}."
+            )
+    return "\n\n".join(lines)
 
 
 def write_model_card(
@@ -124,7 +126,9 @@ trained from scratch, so it must learn to read image tokens here; docs/recipe.md
 LM + connector on instruction conversations (colour questions name their object by shape, existence negatives
 swap one attribute of a present object; a share of the conversations on images with text carry the service's OCR
 hint, read by rapidocr from the training image). Stage 3 (`dpo.yaml`): DPO with LoRA on grounded vs hallucinated
-answers, merged (`training/merge.py`). Ablations behind these choices: docs/recipe.md.
+answers, merged (`training/merge.py`). With `--grpo`, stage 3b (`grpo.yaml`): GRPO with LoRA from stage 2 on
+toy-world prompts, rewarded by the scenes' ground truth (`training/rewards.py`), merged into `final_grpo`.
+Ablations behind these choices: docs/recipe.md.
 
 Recipe arguments: `{json.dumps(args)}`
 

@@ -54,6 +54,17 @@ class RecipeArgs:
             "help": "Share of stage-2 conversations with text that get the service's OCR hint (real OCR)."
         },
     )
+    grpo: bool = field(
+        default=False,
+        metadata={
+            "help": "Also run stage 3b: GRPO from stage 2 with rewards from the scenes' ground truth "
+            "(configs/toy/grpo.yaml), merged into final_grpo and evaluated beside final (DPO)."
+        },
+    )
+    n_rl: int = field(default=1000, metadata={"help": "RL prompts for stage 3b (with --grpo)."})
+    ship: str = field(
+        default="dpo", metadata={"help": "Which final model is installed and carries the card: dpo or grpo."}
+    )
     install: bool = field(
         default=True, metadata={"help": "Copy the final model into assistant/default_model."}
     )
@@ -70,11 +81,13 @@ class RecipeArgs:
     )
 
     def __post_init__(self) -> None:
-        for name in ("n_caption", "n_instruct", "n_preference", "n_eval", "eval_limit"):
+        for name in ("n_caption", "n_instruct", "n_preference", "n_eval", "eval_limit", "n_rl"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.probe_n and self.probe_n < 4:
             raise ValueError(f"probe_n must be 0 (no probe) or >= 4, got {self.probe_n}")
+        if self.ship not in ("dpo", "grpo") or (self.ship == "grpo" and not self.grpo):
+            raise ValueError(f"ship must be dpo, or grpo together with --grpo; got {self.ship!r}")
         if not 0.0 <= self.ocr_hint_share <= 1.0:
             raise ValueError(f"ocr_hint_share must be between 0 and 1, got {self.ocr_hint_share}")
         self.stage_overrides()  # a malformed --set fails before any work
@@ -128,6 +141,8 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         "eval_chair": ("chair", args.n_eval, args.seed + 200_000, True),
         "eval_ocr": ("ocr", args.n_eval, args.seed + 300_000, True),
     }
+    if args.grpo:
+        plan["rl"] = ("rl", args.n_rl, args.seed + 40_000_000, False)
     out = {}
     for name, (task, n, seed, eval_split) in plan.items():
         path = work / "data" / name
@@ -222,6 +237,7 @@ def run(args: RecipeArgs) -> Path:
 
     if args.smoke:
         args.n_caption, args.n_instruct, args.n_preference, args.n_eval, args.eval_limit = 16, 16, 8, 6, 6
+        args.n_rl = 8
         args.probe_n = min(args.probe_n, 8)
     data = timed("data", make_data, args, work)
 
@@ -272,11 +288,37 @@ def run(args: RecipeArgs) -> Path:
         "eval_final", evaluate, final, data, work / "evals" / "final", args.eval_limit, True, args.probe_n
     )
 
+    shipped = final
+    if args.grpo:
+        from trl import GRPOConfig
+
+        from training import grpo
+
+        if not _done(work / "stage3b"):
+            settings = {"seed": args.seed, **small, **extra.get("grpo", {})}
+            parsers = (grpo.GRPOScriptArgs, GRPOConfig, ModelConfig)
+            timed("stage3b", grpo.main, *stage_config("grpo", work, parsers, **settings))
+        final_grpo = work / "final_grpo"
+        if not _done(final_grpo):
+            merge_args = merge.MergeArgs(adapter=str(work / "stage3b"), out=str(final_grpo), dtype="float16")
+            timed("merge_grpo", merge.main, merge_args)
+        metrics["final_grpo"] = timed(
+            "eval_final_grpo",
+            evaluate,
+            final_grpo,
+            data,
+            work / "evals" / "final_grpo",
+            args.eval_limit,
+            True,
+            args.probe_n,
+        )
+        shipped = final_grpo if args.ship == "grpo" else final
+
     from training.model_card import write_model_card
 
     environment = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
     write_model_card(
-        final,
+        shipped,
         args=asdict(args),
         data=data,
         metrics=metrics,
@@ -287,10 +329,10 @@ def run(args: RecipeArgs) -> Path:
     if args.install:
         shutil.rmtree(DEFAULT_MODEL_DIR, ignore_errors=True)
         shutil.copytree(
-            final, DEFAULT_MODEL_DIR, ignore=shutil.ignore_patterns("checkpoint-*", "runs", "*.bin")
+            shipped, DEFAULT_MODEL_DIR, ignore=shutil.ignore_patterns("checkpoint-*", "runs", "*.bin")
         )
         log.info("installed the embedded default model into %s", DEFAULT_MODEL_DIR)
-    return final
+    return shipped
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -10,9 +10,9 @@ from training import ablations, recipe
 
 
 def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
-    final = recipe.main(
-        ["--workdir", str(tmp_path / "toy"), "--smoke", "--no-install", "--set", "sft.learning_rate=1e-3"]
-    )
+    work = ["--workdir", str(tmp_path / "toy"), "--smoke", "--no-install", "--grpo", "--ship", "grpo"]
+    final = recipe.main([*work, "--set", "sft.learning_rate=1e-3"])
+    assert final.name == "final_grpo"  # stage 3b ran beside DPO and carries the card
     model = AutoModelForImageTextToText.from_pretrained(final)
     assert type(model).__name__ == "LlavaNextForConditionalGeneration"
     card = (final / "README.md").read_text()
@@ -20,14 +20,17 @@ def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
     summary = json.loads((tmp_path / "toy" / "evals" / "final" / "summary.json").read_text())
     assert set(summary) == {"vqa", "pope", "chair", "text", "text_ocr_hints", "probe"}
     assert set(summary["pope"]) == {"image", "blind"} and set(summary["probe"]) == {"shape", "color"}
+    grpo_summary = json.loads((tmp_path / "toy" / "evals" / "final_grpo" / "summary.json").read_text())
+    assert set(grpo_summary) == set(summary)
+    assert "descriptions (final)" in card and "descriptions (final_grpo)" in card
     assert "| lm.0 |" in card and "Threads and CPUs" in card and "color @4+" in card
     config = (tmp_path / "toy" / "configs" / "sft.yaml").read_text()
     assert "learning_rate: 0.001" in config  # --set reached the stage's YAML
     rows = ablations.table([tmp_path / "toy"], ["stage2", "final"]).splitlines()
     assert len(rows) == 4 and rows[3].startswith("| toy | final |")
     assert sum(p.stat().st_size for p in final.glob("*.safetensors")) < 25e6
-    # a second run finds every stage complete and only re-evaluates
-    again = recipe.main(["--workdir", str(tmp_path / "toy"), "--smoke", "--no-install"])
+    # a second run finds every stage and eval complete
+    again = recipe.main(work)
     assert again == final
 
 
