@@ -24,7 +24,7 @@ serve: install
 
 test: install
 	bash scripts/ensure-chromium.sh
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=20
 
 test-slow: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
@@ -33,7 +33,7 @@ resilience-slow: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/resilience -m slow -q -s
 
 bench: install
-	$(BIN)/python -m benchmarks.serve && $(BIN)/python -m benchmarks.preprocess && $(BIN)/python -m benchmarks.train
+	$(BIN)/python -m benchmarks.serve && $(BIN)/python -m benchmarks.preprocess && $(BIN)/python -m benchmarks.train && $(BIN)/python -m benchmarks.threads
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -38,4 +38,6 @@ def train_config(cls, out: Path, **overrides):
     )
     if cls.__name__ == "SFTConfig":
         base["assistant_only_loss"] = True
+    if "max_length" not in cls.__dataclass_fields__:  # GRPO: prompts are never truncated, only completions
+        del base["max_length"]
     return cls(**{**base, **overrides})

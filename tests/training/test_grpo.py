@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from trl import GRPOConfig, ModelConfig
 
+from tests.training.conftest import train_config
 from training import grpo
 
 
@@ -22,23 +23,8 @@ def rl_data(tmp_path_factory) -> Path:
 
 
 def grpo_config(out: Path, **overrides) -> GRPOConfig:
-    base = dict(
-        output_dir=str(out),
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        num_generations=4,
-        per_device_train_batch_size=8,
-        max_completion_length=12,
-        beta=0.0,
-        lr_scheduler_type="constant",
-        logging_steps=1,
-        save_steps=100,
-        report_to=[],
-        seed=0,
-        disable_tqdm=True,
-    )
-    return GRPOConfig(**{**base, **overrides})
+    base = dict(num_generations=4, per_device_train_batch_size=8, max_completion_length=12, beta=0.0)
+    return train_config(GRPOConfig, out, **{**base, **overrides})
 
 
 def rewards(out: Path, key: str) -> list[float]:
