@@ -37,8 +37,11 @@ class RecipeArgs:
     n_caption: int = field(default=6000, metadata={"help": "Caption scenes (stage 1)."})
     n_instruct: int = field(default=20000, metadata={"help": "Instruction conversations (stage 2)."})
     instruct_task: str = field(
-        default="sft_mix",
-        metadata={"help": "Toy-world task of the stage-2 data (`instruct` is the eval mix; docs/recipe.md)."},
+        default="instruct",
+        metadata={
+            "help": "Toy-world task of the stage-2 data: instruct (the shipped model's), or sft_mix (an ablation "
+            "that lost shape: docs/recipe.md)."
+        },
     )
     n_preference: int = field(default=2000, metadata={"help": "Preference pairs (stage 3)."})
     n_eval: int = field(

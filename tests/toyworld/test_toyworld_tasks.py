@@ -166,7 +166,7 @@ def test_multiturn_conversations_have_several_turns() -> None:
 
 
 def test_sft_mix_asks_by_shape_and_unkeyed_and_stays_balanced() -> None:
-    """The recipe's stage-2 mix: every answer grounded, yes/no balanced, questions that name no colour."""
+    """The sft_mix ablation: every answer grounded, yes/no balanced, questions that name no colour."""
     turns = _turns("sft_mix")
     tasks = Counter(qa.task for _, qa in turns)
     assert {"inventory", "caption", "detail", "existence", "count", "color", "shape", "ocr"} <= set(tasks)
