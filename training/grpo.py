@@ -68,8 +68,34 @@ def main(
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(train.output_dir, train.resume_from_checkpoint))
     out = save_final(trainer, processor, train.output_dir, peft=model_args.use_peft)
+    plot_rewards(trainer.state.log_history, Path(train.output_dir) / "reward_curve.png")
     log.info("stage 3b (GRPO) done: %s (%d prompts, %d skipped)", out, report.kept, report.skipped)
     return out
+
+
+def plot_rewards(history: list[dict], path: Path) -> Path | None:
+    """Mean reward per reward function and the KL to the reference, against the step (also in TensorBoard)."""
+    rows = [h for h in history if "reward" in h]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in sorted({k for h in rows for k in h if k.startswith("rewards/") and k.endswith("/mean")}):
+        left.plot(steps, [h.get(key) for h in rows], label=key.split("/")[1])
+    left.plot(steps, [h["reward"] for h in rows], label="weighted sum", color="black", linewidth=1)
+    left.set(xlabel="step", ylabel="mean reward", title="GRPO rewards")
+    left.legend(fontsize=8)
+    right.plot(steps, [h.get("kl", 0.0) for h in rows], color="tab:red")
+    right.set(xlabel="step", ylabel="KL to reference", title="KL")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

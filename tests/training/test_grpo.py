@@ -47,6 +47,7 @@ def test_grpo_raises_the_reward_and_trains_only_the_trained_parts(tmp_path, rl_d
     )
     curve = rewards(out, "reward")
     assert len(curve) == 10
+    assert (out / "reward_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sum(curve[-3:]) / 3 > sum(curve[:3]) / 3, curve
     before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("language_model."))
