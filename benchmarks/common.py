@@ -221,3 +221,22 @@ def run_cli(main: Any, args: Any) -> int:
         log.error("%s", exc)
         return 1
     return 0
+
+
+def model_params(model_dir: str | Path) -> int:
+    """Parameters in a model directory's safetensors files (read from the headers; nothing is loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in Path(model_dir).glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                total += _numel(f.get_slice(key).get_shape())
+    return total
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n

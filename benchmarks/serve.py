@@ -12,8 +12,8 @@ and all, no client in the loop), which separates the engine's cost from the HTTP
 exactly `--max-tokens` tokens: the end of turn is held back with `min_new_tokens` (generate) and vLLM's
 `min_tokens` extra (both servers, the engine), so a trained model that answers "3" and stops still does the
 same work in every contender; the completion tokens (from
-`usage`) are reported and checked. All contenders run torch with `--threads` (1 by default: steadier on shared
-cores).
+`usage`) are reported and checked. Threads as shipped by default: this server chooses by assistant.threads' rule
+(1 for the embedded model) and every other contender gets the same count (`--threads N` fixes it for all).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from benchmarks.common import (
     RESULTS,
     choose_model,
     machine,
+    model_params,
     parse_bench_args,
     run_cli,
     summary,
@@ -77,9 +78,10 @@ class ServeBenchArgs:
     )
     sequential_requests: int = field(default=8, metadata={"help": "Bare generate calls per repeat."})
     threads: int = field(
-        default=1,
+        default=0,
         metadata={
-            "help": "torch threads of every contender (1 is steadier on shared cores; 0 = torch's default)."
+            "help": "torch threads of every contender; 0 = as shipped: the project's rule (assistant.threads) "
+            "for this server, and the count it chooses for the others."
         },
     )
     max_batch_size: int = field(default=16, metadata={"help": "This server's --max-batch-size."})
@@ -300,7 +302,10 @@ async def _wave(
 
 def bench_server(args: ServeBenchArgs, kind: str, model_dir: str, levels: list[int], images: list) -> dict:
     urls = [data_url(img) for img in images]
-    server = ServerProcess(kind, model_dir, args.max_batch_size, args.threads)
+    import torch
+
+    threads = args.threads if kind == "project" else args.threads or torch.get_num_threads()
+    server = ServerProcess(kind, model_dir, args.max_batch_size, threads)
     base = server.base_url
     model = httpx.get(base + "/v1/models").json()["data"][0]["id"] if kind == "project" else "naive"
     results = {}
@@ -392,9 +397,13 @@ def output_lengths(results: dict) -> dict[str, float]:
 
 
 def main(args: ServeBenchArgs) -> dict:
-    with torch_threads(args.threads):
+    from assistant.threads import choose_threads
+
+    choice = choose_model(args.model)
+    # the project's server chooses by its rule (0); the contenders get the count that rule gives, so all compare alike
+    same = args.threads or choose_threads(model_params(choice.path)).threads
+    with torch_threads(same):
         info = machine()
-        choice = choose_model(args.model)
         images = toy_images(args.images, seed=1_000)
         results: dict = {"generate": bench_generate(args, choice.path, images)}
         results["naive"] = bench_server(args, "naive", choice.path, args.naive_concurrency, images)
@@ -422,7 +431,7 @@ def main(args: ServeBenchArgs) -> dict:
     for name, r in report["ratios"].items():
         log.info("%s: %s", name, r)
     write_json(args.out, report)
-    title = f"{Path(choice.path).name} ({choice.kind}), max_tokens={args.max_tokens}, {args.threads or 'default'} torch thread(s)"
+    title = f"{Path(choice.path).name} ({choice.kind}), max_tokens={args.max_tokens}, {args.threads or 'as shipped'} torch thread(s)"
     plot(results, args.plot, title)
     return report
 
