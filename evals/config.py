@@ -14,7 +14,8 @@ from assistant.errors import ConfigError
 BENCHMARK_NAMES = ("pope", "chair", "vqa", "ocr", "judge")
 OCR_MODES = ("off", "on", "auto")
 CHAIR_PROMPT = "Please describe this image in detail."
-DEFAULT_MAX_TOKENS = {"pope": 16, "chair": 512, "vqa": 32, "ocr": 32, "judge": 128}
+# room for answers that list what they see before "Answer:" (evals.parsing.final_answer); short answers stop early
+DEFAULT_MAX_TOKENS = {"pope": 64, "chair": 512, "vqa": 64, "ocr": 32, "judge": 128}
 
 
 @dataclass

@@ -54,6 +54,16 @@ def words(text: str) -> list[str]:
     return normalize(text).split()
 
 
+_FINAL = re.compile(r"\banswer\s*:", re.IGNORECASE)
+
+
+def final_answer(text: str) -> str:
+    """The part of an answer that is scored: after the last "Answer:" when the model reasons first ("I see a red
+    star and a blue circle. Answer: No."), else the whole text."""
+    parts = _FINAL.split(text)
+    return parts[-1].strip() if len(parts) > 1 else text
+
+
 def parse_yes_no(text: str) -> str | None:
     """`"Yes, there is."` -> "yes"; `"There isn't."` -> "no"; `"Not sure."` or `"A cat."` -> None."""
     norm = normalize(text)

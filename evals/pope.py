@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .parsing import parse_yes_no
+from .parsing import final_answer, parse_yes_no
 
 LABELS = ("yes", "no")
 
@@ -44,7 +44,7 @@ def score_pope(labels: Sequence[str], answers: Sequence[str]) -> PopeScores:
         label = label.strip().lower()
         if label not in LABELS:
             raise ValueError(f"POPE labels must be 'yes' or 'no', got {label!r}")
-        pred = parse_yes_no(answer)
+        pred = parse_yes_no(final_answer(answer))
         if pred is None:
             unparseable += 1
             fn += label == "yes"

@@ -17,7 +17,7 @@ from assistant.toyworld import COLORS, SHAPES, canonical_shapes
 from assistant.toyworld.relations import REGIONS, RELATIONS
 from assistant.toyworld.vocab import SIZES
 
-from .parsing import find_numbers, find_options, normalize_text_answer, parse_yes_no
+from .parsing import final_answer, find_numbers, find_options, normalize_text_answer, parse_yes_no
 
 COLOR_NAMES = tuple(COLORS)
 REGION_NAMES = tuple(r for row in REGIONS for r in row)
@@ -73,7 +73,7 @@ def answer_credit(answer_type: str, gold: str, answer: str) -> tuple[float, bool
     """(credit in [0, 1], parseable) for one answer."""
     if answer_type not in PARSERS:
         raise ValueError(f"unknown answer_type {answer_type!r}; choose from {sorted(PARSERS)}")
-    named = {o.lower() for o in PARSERS[answer_type](answer)}
+    named = {o.lower() for o in PARSERS[answer_type](final_answer(answer))}
     if not named:
         return 0.0, False
     return choice_credit(dict.fromkeys(named, 1.0), gold_key(answer_type, gold)), True

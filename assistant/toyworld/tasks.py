@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from .describe import object_summary
 from .pope import make_chair, make_pope
 from .preference import make_pair
 from .questions import SKILLS, ask_caption, ask_detail
@@ -103,6 +104,29 @@ def _mixed(
     return make
 
 
+def _self_keyed(scene: Scene, qa: QA) -> QA:
+    """The answer prefixed with what the image holds, as a caption lists it: "I see a red star and two blue
+    circles. Answer: No." The model reads an object's shape right after writing its colour and retrieves objects by
+    their colour word only (docs/recipe.md); listing first turns finding an object by its shape into a lookup in
+    its own text. Evals score the text after the last "Answer:" (`evals.parsing.final_answer`)."""
+    seen = object_summary(scene) if scene.objects else "no objects"
+    return replace(qa, answer=f"I see {seen}. Answer: {qa.answer}")
+
+
+def _keyed_mixed(task: str, min_turns: int, max_turns: int, skills: frozenset[str]) -> Maker:
+    """`instruct`, with the answers of `skills` self-keyed (`_self_keyed`)."""
+    base = _mixed(task, min_turns, max_turns)
+
+    def make(scene: Scene, ctx: TaskContext) -> list[Record]:
+        out = []
+        for conv in base(scene, ctx):
+            turns = tuple(_self_keyed(scene, t) if t.task in skills else t for t in conv.turns)
+            out.append(replace(conv, turns=turns))
+        return out
+
+    return make
+
+
 def _rl_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     """One question per scene for the RL stage: a detailed description half the time (scored on the objects it
     names), else one short question of the recipe's mix (scored exactly); the scene's ground truth goes with it."""
@@ -137,6 +161,12 @@ TASKS: dict[str, TaskSpec] = {
             "conversation",
             _mixed("sft_mix", 1, 4, _SFT_MIX, rehearse=0.15),
             "An ablation of the stage-2 mix: instruct plus shape-keyed and unkeyed questions, captions rehearsed.",
+        ),
+        TaskSpec(
+            "instruct_keyed",
+            "conversation",
+            _keyed_mixed("instruct_keyed", 1, 4, frozenset({"color", "existence", "shape"})),
+            "instruct, with colour, shape and existence answers that first list the objects (an ablation).",
         ),
         TaskSpec("rl", "prompt", _rl_prompt, "RL prompts: descriptions and short questions, one per scene."),
         TaskSpec("multiturn", "conversation", _mixed("multiturn", 3, 6), "Follow-up questions, 3-6 turns."),

@@ -162,3 +162,16 @@ def test_judge_scores_report_unparseable_instead_of_zero():
     assert s.hallucination_rate == pytest.approx(2 / 3)
     assert s.mean_rating == pytest.approx(3.0)
     assert s.histogram[6] == 1 and s.histogram[0] == 0
+
+
+def test_answers_that_reason_first_are_scored_on_their_final_part():
+    from evals.parsing import final_answer
+    from evals.vqa import answer_credit
+
+    reasoned = "I see a red star and no circles. Answer: No."
+    assert final_answer(reasoned) == "No."
+    assert final_answer("No, there is none.") == "No, there is none."  # nothing to split: the whole text
+    assert final_answer("answer: 3. Answer : 4") == "4"  # the last marker wins
+    assert score_pope(["no"], [reasoned]).accuracy == 1.0  # the "no" of "no circles" is not the answer
+    assert answer_credit("color", "red", "I see a red star and a blue circle. Answer: red")[0] == 1.0
+    assert answer_credit("color", "blue", "I see a red star and a blue circle. Answer: red")[0] == 0.0

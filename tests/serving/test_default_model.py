@@ -9,9 +9,10 @@ from openai import OpenAI
 
 from tests.serving.conftest import API_KEY, data_url, png_bytes, running_server, server_settings
 
-# Shape and yes/no are left out: the embedded model answers them near chance (see its model card).
-SKILLS = ("count", "color")
-THRESHOLDS = {"count": 0.5, "color": 0.35}
+# Yes/no is left out: the embedded model says "yes" to most existence questions (POPE yes-ratio 0.78, model card).
+# Shape questions name their object by colour, which is how this model finds objects (docs/recipe.md): 0.95.
+SKILLS = ("count", "color", "shape")
+THRESHOLDS = {"count": 0.5, "color": 0.35, "shape": 0.7}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_default_model_answers_toy_world_questions(default_client):
             right[skill] += answer == truth.lower()
             total[skill] += 1
     accuracy = {skill: right[skill] / total[skill] for skill in SKILLS}
-    # chance: about 1/7 for counts, 1/8 for colours; the model card has the measured figures
+    # chance: about 1/7 for counts, 1/8 for colours and shapes; the model card has the measured figures
     assert min(total.values()) >= 20, total
     assert all(acc >= THRESHOLDS[skill] for skill, acc in accuracy.items()), accuracy
 

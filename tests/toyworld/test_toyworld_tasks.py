@@ -203,3 +203,17 @@ def test_instruct_the_eval_mix_never_asks_reading_questions_without_text() -> No
     for scene, qa in _turns("instruct"):
         assert qa.task != "ocr" or scene.texts
         assert qa.task not in ("inventory", "caption")
+
+
+def test_instruct_keyed_lists_the_objects_before_answering():
+    from assistant.toyworld.describe import object_summary
+    from evals.parsing import final_answer
+
+    turns = _turns("instruct_keyed")
+    keyed = [(scene, qa) for scene, qa in turns if qa.task in ("color", "existence", "shape")]
+    assert keyed and all(qa.answer.startswith("I see ") for _, qa in keyed)
+    for scene, qa in keyed:
+        listed = object_summary(scene) if scene.objects else "no objects"
+        assert qa.answer.startswith(f"I see {listed}. Answer: ")
+        assert final_answer(qa.answer) in COLOR_NAMES + ("Yes", "No") + tuple(SHAPES)
+    assert all(not qa.answer.startswith("I see") for _, qa in turns if qa.task in ("count", "position", "size"))
