@@ -21,6 +21,7 @@ FILES = {
     "preference": ["preference.jsonl"],
     "pope": ["pope.jsonl"],
     "chair": ["chair.jsonl"],
+    "prompt": ["prompts.jsonl"],
 }
 
 
