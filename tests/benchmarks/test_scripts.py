@@ -12,6 +12,7 @@ from benchmarks import gpu, preprocess, serve, train
 from benchmarks.common import run_cli
 
 
+@pytest.mark.slow  # 47 s: five servers and engines; `python -m benchmarks.serve` is run for RESULTS.md anyway
 def test_serve_quick_runs_every_contender(tiny_model_dir, tmp_path):
     out, png = tmp_path / "serve.json", tmp_path / "serve.png"
     report = serve.main(
@@ -48,6 +49,7 @@ def test_preprocess_quick_measures_anyres_and_ocr(tiny_model_dir, tmp_path):
     assert json.loads(out.read_text())["benchmark"] == "preprocess"
 
 
+@pytest.mark.slow  # 17 s: stage 0 to 3; tests/training runs every stage for real
 def test_train_quick_runs_every_stage(tmp_path):
     out = tmp_path / "train.json"
     args = train.parse_args(

@@ -133,8 +133,8 @@ def crash_run(tmp_path, tiny_model_dir, data, kills: int) -> None:
     )
 
 
-def test_training_survives_3_kills(tmp_path, tiny_model_dir, instruct_data):
-    crash_run(tmp_path, tiny_model_dir, instruct_data, kills=3)
+def test_training_survives_a_kill(tmp_path, tiny_model_dir, instruct_data):
+    crash_run(tmp_path, tiny_model_dir, instruct_data, kills=1)  # 20 kills: the slow test below
 
 
 @pytest.mark.slow

@@ -216,4 +216,6 @@ def test_instruct_keyed_lists_the_objects_before_answering():
         listed = object_summary(scene) if scene.objects else "no objects"
         assert qa.answer.startswith(f"I see {listed}. Answer: ")
         assert final_answer(qa.answer) in COLOR_NAMES + ("Yes", "No") + tuple(SHAPES)
-    assert all(not qa.answer.startswith("I see") for _, qa in turns if qa.task in ("count", "position", "size"))
+    assert all(
+        not qa.answer.startswith("I see") for _, qa in turns if qa.task in ("count", "position", "size")
+    )
