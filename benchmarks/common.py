@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -231,12 +232,5 @@ def model_params(model_dir: str | Path) -> int:
     for path in Path(model_dir).glob("*.safetensors"):
         with safe_open(str(path), framework="pt") as f:
             for key in f.keys():
-                total += _numel(f.get_slice(key).get_shape())
+                total += math.prod(f.get_slice(key).get_shape())
     return total
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n

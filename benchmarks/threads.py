@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import statistics
@@ -119,27 +120,11 @@ def serving(args: ThreadsBenchArgs, model_dir: str, threads: int, images: list) 
     return out
 
 
-def preprocessing(args: ThreadsBenchArgs, model_dir: str, threads: int, images: list) -> dict:
-    """In a fresh process, so that the thread setting is that process's own, as in the engine core."""
-    code = (
-        "import sys, time, json, torch\n"
-        "from transformers import AutoProcessor\n"
-        "from assistant.anyres import with_fast_anyres\n"
-        "from benchmarks.common import toy_images\n"
-        "model, threads, n, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])\n"
-        "torch.set_num_threads(threads)\n"
-        "processor = with_fast_anyres(AutoProcessor.from_pretrained(model))\n"
-        "images = toy_images(n, seed=2_000)\n"
-        "processor.image_processor(images[:1], return_tensors='pt')\n"
-        "rates = []\n"
-        "for _ in range(repeats):\n"
-        "    start = time.perf_counter()\n"
-        "    for image in images:\n"
-        "        processor.image_processor([image], return_tensors='pt')\n"
-        "    rates.append(len(images) / (time.perf_counter() - start))\n"
-        "print(json.dumps({'rates': rates, 'threads': torch.get_num_threads()}))\n"
-    )
+def preprocessing(args: ThreadsBenchArgs, model_dir: str, threads: int) -> dict:
+    """In a fresh process (`preprocess_child`), so that the thread setting is that process's own, as in the
+    server."""
     root = Path(__file__).resolve().parents[1]
+    code = "import sys; from benchmarks.threads import preprocess_child; preprocess_child(*sys.argv[1:])"
     done = subprocess.run(
         [sys.executable, "-c", code, model_dir, str(threads), str(args.images), str(args.repeats)],
         capture_output=True,
@@ -147,10 +132,26 @@ def preprocessing(args: ThreadsBenchArgs, model_dir: str, threads: int, images: 
         cwd=root,
         check=True,
     )
-    import json
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"threads": result["threads"], "images_per_s": summary(result["rates"])}
+
+def preprocess_child(model_dir: str, threads: str, n: str, repeats: str) -> None:
+    """AnyRes images/s (benchmarks.preprocess's measure) at `threads` torch threads, printed as one JSON line."""
+    import torch
+    from transformers import AutoProcessor
+
+    from assistant.anyres import with_fast_anyres
+    from benchmarks.preprocess import images_per_s
+
+    torch.set_num_threads(int(threads))
+    processor = with_fast_anyres(AutoProcessor.from_pretrained(model_dir))
+    rate = images_per_s(
+        lambda batch: processor.image_processor(batch, return_tensors="pt"),
+        toy_images(int(n), seed=2_000),
+        int(repeats),
+        "preprocess",
+    )
+    print(json.dumps({"threads": torch.get_num_threads(), "images_per_s": rate}))
 
 
 def training(args: ThreadsBenchArgs, threads: int, work: Path, data: dict, stage0: Path) -> dict:
@@ -263,7 +264,7 @@ def main(args: ThreadsBenchArgs) -> dict:
                     row = {"serving": serving(args, choice.path, threads, images)}
                     # as shipped, the server's process preprocesses with the engine's thread count
                     chosen = threads or row["serving"]["engine_threads"]
-                    row["preprocessing"] = preprocessing(args, choice.path, chosen, images)
+                    row["preprocessing"] = preprocessing(args, choice.path, chosen)
                     if args.steps:
                         row["training"] = training(
                             args, threads, Path(tmp) / f"{busy}-{threads}", data, Path(tmp) / "stage0"

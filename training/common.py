@@ -114,7 +114,7 @@ def load_model_for_training(model_args: ModelConfig, data_args: DataArgs) -> tup
         model_args.model_name_or_path, dtype=dtype, quantization_config=quant
     )
     if not torch.cuda.is_available():
-        apply_threads(sum(p.numel() for p in model.parameters()), data_args.threads)
+        apply_threads(model.num_parameters(), data_args.threads)
     # the fast AnyRes path where it gives the reference's pixels; it saves as the reference processor
     processor = with_fast_anyres(AutoProcessor.from_pretrained(model_args.model_name_or_path))
     if not model_args.use_peft:

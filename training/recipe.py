@@ -280,18 +280,18 @@ def run(args: RecipeArgs) -> Path:
                 args.probe_n,
             )
 
-    final = work / "final"
-    if not _done(final):
-        timed(
-            "merge",
-            merge.main,
-            merge.MergeArgs(adapter=str(work / "stage3"), out=str(final), dtype="float16"),
+    def merged_and_evaluated(adapter: str, name: str, suffix: str = "") -> Path:
+        """The adapter stage merged into work/NAME (once) and scored in full (blind, CHAIR, text) as NAME."""
+        out = work / name
+        if not _done(out):
+            merge_args = merge.MergeArgs(adapter=str(work / adapter), out=str(out), dtype="float16")
+            timed(f"merge{suffix}", merge.main, merge_args)
+        metrics[name] = timed(
+            f"eval_{name}", evaluate, out, data, work / "evals" / name, args.eval_limit, True, args.probe_n
         )
-    metrics["final"] = timed(
-        "eval_final", evaluate, final, data, work / "evals" / "final", args.eval_limit, True, args.probe_n
-    )
+        return out
 
-    shipped = final
+    final = shipped = merged_and_evaluated("stage3", "final")
     if args.grpo:
         from trl import GRPOConfig
 
@@ -301,20 +301,7 @@ def run(args: RecipeArgs) -> Path:
             settings = {"seed": args.seed, **small, **extra.get("grpo", {})}
             parsers = (grpo.GRPOScriptArgs, GRPOConfig, ModelConfig)
             timed("stage3b", grpo.main, *stage_config("grpo", work, parsers, **settings))
-        final_grpo = work / "final_grpo"
-        if not _done(final_grpo):
-            merge_args = merge.MergeArgs(adapter=str(work / "stage3b"), out=str(final_grpo), dtype="float16")
-            timed("merge_grpo", merge.main, merge_args)
-        metrics["final_grpo"] = timed(
-            "eval_final_grpo",
-            evaluate,
-            final_grpo,
-            data,
-            work / "evals" / "final_grpo",
-            args.eval_limit,
-            True,
-            args.probe_n,
-        )
+        final_grpo = merged_and_evaluated("stage3b", "final_grpo", "_grpo")
         shipped = final_grpo if args.ship == "grpo" else final
 
     from training.model_card import write_model_card

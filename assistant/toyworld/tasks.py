@@ -49,7 +49,6 @@ _SFT_MIX: dict[str, float] = {
     "shape_exists": 2,
     "shape_count": 1,
 }
-_TEXT_FREE_OCR = 0.15  # weight of `ocr` (always "is there any text?") on a scene without text in _SFT_MIX
 
 
 @dataclass(frozen=True)
@@ -69,13 +68,18 @@ def _single(skill: str) -> Maker:
 
 
 def _mixed(
-    task: str, min_turns: int, max_turns: int, mix: dict[str, float] = _MIX, rehearse: float = 0.0
+    task: str,
+    min_turns: int,
+    max_turns: int,
+    mix: dict[str, float] = _MIX,
+    rehearse: float = 0.0,
+    text_free_ocr: float = 0.0,
+    yes_no_by_question: bool = False,
 ) -> Maker:
-    """Conversations of `want` turns drawn from `mix`; one in seven opens with a detailed description and, with
-    `rehearse` > 0, that share opens with a stage-1 caption instead. Without `_TEXT_FREE_OCR` in the mix's
-    design (`instruct`), reading questions are only asked about scenes with text."""
-    by_question = mix is not _MIX
-    text_free_ocr = _TEXT_FREE_OCR if by_question else 0.0
+    """Conversations of `want` turns drawn from `mix`; about one in seven opens with a detailed description and
+    `rehearse` of them with a stage-1 caption. `text_free_ocr`: the weight of `ocr` ("is there any text?") on
+    scenes without text (0: reading questions only where there is text). `yes_no_by_question`: a yes/no turn is
+    dropped only when its question repeats, not its answer."""
 
     def make(scene: Scene, ctx: TaskContext) -> list[Record]:
         rng = ctx.rng
@@ -97,7 +101,9 @@ def _mixed(
             qa = SKILLS[rng.choices(skills, weights)[0]](scene, ctx)
             # no paraphrase of an earlier turn: one answer per skill and answer value (in `sft_mix`, yes/no
             # questions only once each: dropping a second "No" after the balancer counted it skews the answers)
-            if qa is not None and all(_key(qa, by_question) != _key(t, by_question) for t in turns):
+            if qa is not None and all(
+                _key(qa, yes_no_by_question) != _key(t, yes_no_by_question) for t in turns
+            ):
                 turns.append(qa)
         return [Conversation(scene.seed, tuple(turns), task)] if turns else []
 
@@ -159,7 +165,7 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec(
             "sft_mix",
             "conversation",
-            _mixed("sft_mix", 1, 4, _SFT_MIX, rehearse=0.15),
+            _mixed("sft_mix", 1, 4, _SFT_MIX, rehearse=0.15, text_free_ocr=0.15, yes_no_by_question=True),
             "An ablation of the stage-2 mix: instruct plus shape-keyed and unkeyed questions, captions rehearsed.",
         ),
         TaskSpec(

@@ -394,8 +394,8 @@ def serve(conn: Connection) -> int:
         return 1
     finally:
         loaded.set()
-    params = sum(p.numel() for p in assistant.model.parameters())
-    threads = apply_threads(params, config.threads)  # after loading: the rule needs the model's size
+    # after loading: the rule needs the model's size
+    threads = apply_threads(assistant.model.num_parameters(), config.threads)
     core = EngineCore(assistant, conn, config)
     threading.Thread(target=core.receive, name="engine-core-receiver", daemon=True).start()
     info = {

@@ -192,9 +192,8 @@ class TransformersEngine:
             info["threads"],
         )
         self.metrics.engine_threads.set(self.threads)
-        if (
-            self.device == "cpu"
-        ):  # this side preprocesses images (torch ops too): the same setting as the core
+        # this side preprocesses images (torch ops too): on CPU, the same setting as the core
+        if self.device == "cpu":
             torch.set_num_threads(self.threads)
 
     async def stop(self, drain_timeout_s: float) -> None:
