@@ -19,7 +19,6 @@ from PIL import Image
 from transformers import (
     AutoConfig,
     AutoModelForImageTextToText,
-    AutoProcessor,
     PreTrainedModel,
     ProcessorMixin,
     StoppingCriteria,
@@ -30,6 +29,8 @@ from transformers import (
 from assistant.anyres import with_fast_anyres
 from assistant.errors import InputError, ModelLoadError
 from assistant.images import load_image
+from assistant.processing import load_processor
+from assistant.qformer import text_model
 from assistant.tokenizer import IMAGE_TOKEN
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ class Assistant:
         )
         try:
             model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype).to(device)
-            processor = with_fast_anyres(AutoProcessor.from_pretrained(source))
+            processor = with_fast_anyres(load_processor(source))
         # safetensors, torch and config errors have no common base; all of them mean "broken"
         except Exception as exc:
             log.debug("loading %s failed", source, exc_info=True)
@@ -249,7 +250,8 @@ class Assistant:
             with self._lock, torch.inference_mode():
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
-                result["ids"] = self.model.generate(
+                runner = self.model if "pixel_values" in inputs else text_model(self.model)
+                result["ids"] = runner.generate(
                     **inputs,
                     **params.generate_kwargs(),
                     streamer=streamer,

@@ -1,5 +1,6 @@
 """Model assembly: a vision tower and a causal LM (hub ids, local HF directories or small configs) joined by a
-connector into one Hugging Face LLaVA-NeXT (AnyRes) or LLaVA (fixed resolution) model plus its processor.
+connector into one Hugging Face model plus its processor: LLaVA-NeXT (AnyRes) or LLaVA (fixed resolution) with the
+MLP projector, BLIP-2 with the Q-Former (assistant/qformer.py).
 
     model, processor = build_model(ModelSpec(vision="openai/clip-vit-large-patch14-336",
                                              language="Qwen/Qwen2.5-0.5B-Instruct"))
@@ -21,6 +22,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
+    Blip2VisionModel,
     CLIPVisionModel,
     LlavaConfig,
     LlavaForConditionalGeneration,
@@ -34,6 +36,7 @@ from transformers import (
 
 from assistant.errors import ConfigError, ModelLoadError
 from assistant.processing import anyres_grid_pinpoints, build_processor
+from assistant.qformer import BLIP2_VISION_TYPE, build_qformer_model, is_qformer_model
 from assistant.tokenizer import IMAGE_TOKEN, prepare_tokenizer
 
 log = logging.getLogger(__name__)
@@ -41,14 +44,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Connector:
-    """How a connector kind maps onto the LLaVA config. The MLP is `linear_1 -> act -> linear_2`, vLLM's shape."""
+    """A connector kind: the architecture that hosts it and, for the MLP, its activation (LLaVA's
+    `linear_1 -> act -> linear_2`, vLLM's shape)."""
 
-    projector_hidden_act: str
+    architecture: str
     description: str
+    projector_hidden_act: str | None = None
 
 
 CONNECTORS: dict[str, Connector] = {
-    "mlp2x_gelu": Connector("gelu", "two linear layers with a GELU between them (LLaVA-1.5/NeXT)"),
+    "mlp2x_gelu": Connector(
+        "llava", "two linear layers with a GELU between them (LLaVA-1.5/NeXT)", projector_hidden_act="gelu"
+    ),
+    "qformer": Connector(
+        "blip-2", "learned query tokens cross-attending to the image, then a linear layer (BLIP-2)"
+    ),
 }
 
 # Vision towers: the vision config's model_type -> whether features carry a CLS token, and its default strategy.
@@ -97,6 +107,23 @@ class ModelSpec:
         default=None,
         metadata={"help": "'default' (drop CLS) or 'full'; by default chosen from the tower kind."},
     )
+    num_query_tokens: int = field(
+        default=32, metadata={"help": "qformer: query tokens, i.e. LM positions per image."}
+    )
+    qformer_layers: int = field(default=2, metadata={"help": "qformer: transformer layers."})
+    qformer_hidden: int | None = field(
+        default=None, metadata={"help": "qformer: width (default: the vision tower's)."}
+    )
+    qformer_heads: int | None = field(
+        default=None, metadata={"help": "qformer: attention heads (default: the vision tower's)."}
+    )
+    qformer_image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "qformer: image side the tower reads, a multiple of its patch (default: the tower's own); "
+            "e.g. two CLIP tiles wide to see what AnyRes tiles see."
+        },
+    )
     freeze_vision: bool = field(default=True, metadata={"help": "Freeze the vision tower (LLaVA does)."})
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16."})
     seed: int = 0
@@ -124,21 +151,21 @@ def _pretrained(loader, source: str, what: str, **kwargs):
 
 
 def load_vision_tower(source: str | dict[str, Any], dtype: torch.dtype) -> tuple[PreTrainedModel, Any]:
-    """Return (vision model, image processor or None). Dual encoders (CLIPModel, SiglipModel) give their vision half."""
+    """Return (vision model, image processor or None). Dual encoders (CLIPModel, SiglipModel) give their vision half;
+    a BLIP-2 vision tower (the qformer connector's, training/stage0/blip2_tower.py) loads too."""
+    known = {**VISION_TOWERS, BLIP2_VISION_TYPE: {"model_class": Blip2VisionModel}}
     if isinstance(source, dict):
         config = AutoConfig.for_model(**source)
-        if config.model_type not in VISION_TOWERS:
-            raise ConfigError(
-                f"vision config model_type {config.model_type!r} is not one of {sorted(VISION_TOWERS)}"
-            )
+        if config.model_type not in known:
+            raise ConfigError(f"vision config model_type {config.model_type!r} is not one of {sorted(known)}")
         return AutoModel.from_config(config, dtype=dtype), None
     config = _pretrained(AutoConfig, source, "vision tower config")
     model_type = DUAL_ENCODERS.get(config.model_type, config.model_type)
-    if model_type not in VISION_TOWERS:
+    if model_type not in known:
         raise ModelLoadError(
             f"{source!r} is a {config.model_type!r} model, not a vision tower; use a CLIP or SigLIP checkpoint"
         )
-    vision = _pretrained(VISION_TOWERS[model_type]["model_class"], source, "vision tower", dtype=dtype)
+    vision = _pretrained(known[model_type]["model_class"], source, "vision tower", dtype=dtype)
     try:
         image_processor = AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError):
@@ -153,12 +180,30 @@ def load_language_model(source: str | dict[str, Any], dtype: torch.dtype) -> Pre
 
 
 def build_model(spec: ModelSpec) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """Assemble a LLaVA(-NeXT) model and its processor. The connector is freshly initialised (seeded)."""
+    """Assemble a LLaVA(-NeXT) or BLIP-2 model and its processor. The connector is freshly initialised (seeded)."""
     torch.manual_seed(spec.seed)
     dtype = getattr(torch, spec.dtype)
     vision, vision_processor = load_vision_tower(spec.vision, dtype)
     language = load_language_model(spec.language, dtype)
     tokenizer = _load_tokenizer(spec)
+    if CONNECTORS[spec.connector].architecture == "blip-2":
+        model, processor = build_qformer_model(
+            vision,
+            vision_processor,
+            language,
+            tokenizer,
+            num_query_tokens=spec.num_query_tokens,
+            qformer_layers=spec.qformer_layers,
+            qformer_hidden=spec.qformer_hidden,
+            qformer_heads=spec.qformer_heads,
+            image_size=spec.qformer_image_size,
+            feature_layer=spec.vision_feature_layer,
+        )
+        return _finish(model, tokenizer, spec), processor
+    if vision.config.model_type not in VISION_TOWERS:
+        raise ConfigError(
+            f"a {vision.config.model_type!r} tower goes with the qformer connector; the MLP reads CLIP or SigLIP"
+        )
     tower = VISION_TOWERS[vision.config.model_type]
     strategy = spec.vision_feature_select_strategy or tower["vision_feature_select_strategy"]
     tile, patch = vision.config.image_size, vision.config.patch_size
@@ -184,12 +229,6 @@ def build_model(spec: ModelSpec) -> tuple[PreTrainedModel, ProcessorMixin]:
     model.model.vision_tower.load_state_dict(vision.state_dict())
     model.model.language_model.load_state_dict(language.get_decoder().state_dict())
     model.lm_head.load_state_dict(language.get_output_embeddings().state_dict())
-    if len(tokenizer) > model.config.text_config.vocab_size:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    _configure_generation(model, tokenizer)
-    if spec.freeze_vision:
-        model.model.vision_tower.requires_grad_(False)
-
     processor = build_processor(
         tokenizer,
         tile_size=tile,
@@ -200,14 +239,24 @@ def build_model(spec: ModelSpec) -> tuple[PreTrainedModel, ProcessorMixin]:
         image_mean=getattr(vision_processor, "image_mean", None),
         image_std=getattr(vision_processor, "image_std", None),
     )
+    log.info("AnyRes grids: %s", len(grids) if grids else "none (fixed resolution)")
+    return _finish(model, tokenizer, spec), processor
+
+
+def _finish(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: ModelSpec) -> PreTrainedModel:
+    """What every architecture gets: room for the added tokens, generation settings, a frozen tower."""
+    if len(tokenizer) > model.config.text_config.vocab_size:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    _configure_generation(model, tokenizer)
+    if spec.freeze_vision:
+        set_trainable(model, [p for p in PARTS if p != "vision_tower"])
     log.info(
-        "built %s: %.2fM parameters (%s connector, %s grids)",
+        "built %s: %.2fM parameters (%s connector)",
         type(model).__name__,
         sum(p.numel() for p in model.parameters()) / 1e6,
         spec.connector,
-        len(grids) if grids else "no",
     )
-    return model, processor
+    return model
 
 
 def _load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
@@ -237,6 +286,17 @@ PARTS: dict[str, tuple[str, ...]] = {
     "connector": ("model.multi_modal_projector.", "model.image_newline"),
     "language_model": ("model.language_model.", "lm_head."),
 }
+# The same roles in a BLIP-2 (Q-Former) model.
+BLIP2_PARTS: dict[str, tuple[str, ...]] = {
+    "vision_tower": ("vision_model.",),
+    "connector": ("query_tokens", "qformer.", "language_projection."),
+    "language_model": ("language_model.",),
+}
+
+
+def parts_of(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """Parameter-name prefixes of each trainable part of `model` (LLaVA or BLIP-2)."""
+    return BLIP2_PARTS if is_qformer_model(model) else PARTS
 
 
 def set_trainable(model: nn.Module, parts: set[str] | list[str] | tuple[str, ...]) -> int:
@@ -244,7 +304,7 @@ def set_trainable(model: nn.Module, parts: set[str] | list[str] | tuple[str, ...
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ConfigError(f"unknown model parts {sorted(unknown)}; choose from {sorted(PARTS)}")
-    prefixes = tuple(p for part in parts for p in PARTS[part])
+    prefixes = tuple(p for part in parts for p in parts_of(model)[part])
     count = 0
     for name, param in model.named_parameters():
         param.requires_grad_(name.startswith(prefixes))

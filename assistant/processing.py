@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from transformers import LlavaNextProcessor, LlavaProcessor, PreTrainedTokenizerBase
+from pathlib import Path
+
+from transformers import (
+    AutoProcessor,
+    LlavaNextProcessor,
+    LlavaProcessor,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+)
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+from transformers.utils import cached_file
 
 from assistant.errors import ConfigError
 from assistant.tokenizer import IMAGE_TOKEN
 
-# ChatML. Image parts become "<image>\n" before the text, as LLaVA trains; the assistant turn is wrapped
-# in {% generation %} (outside any {% if %}) so TRL's assistant_only_loss can mask everything else.
-CHAT_TEMPLATE = (
+# ChatML. Image parts become `image_text` ("<image>\n" for LLaVA) before the text, as LLaVA trains; the assistant
+# turn is wrapped in {% generation %} (outside any {% if %}) so TRL's assistant_only_loss can mask everything else.
+_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['content'] is string -%}{%- set content = message['content'] -%}"
     "{%- else -%}{%- set ns = namespace(text='') -%}"
     "{%- for part in message['content'] -%}"
-    "{%- if part['type'] in ['image', 'image_url'] -%}{%- set ns.text = ns.text + '<image>\\n' -%}"
+    "{%- if part['type'] in ['image', 'image_url'] -%}{%- set ns.text = ns.text + IMAGE_TEXT -%}"
     "{%- elif part['type'] == 'text' -%}{%- set ns.text = ns.text + part['text'] -%}{%- endif -%}"
     "{%- endfor -%}{%- set content = ns.text -%}{%- endif -%}"
     "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
@@ -26,6 +35,14 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
+
+
+def chat_template(image_text: str = IMAGE_TOKEN + "\n") -> str:
+    """The chat template with every image part written as `image_text`."""
+    return _CHAT_TEMPLATE.replace("IMAGE_TEXT", repr(image_text))  # a Jinja string literal
+
+
+CHAT_TEMPLATE = chat_template()
 
 # CLIP's normalisation, the default for vision towers built from a config.
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -92,3 +109,14 @@ def build_processor(
         image_processor = LlavaNextImageProcessorPil(image_grid_pinpoints=image_grid_pinpoints, **common)
         return LlavaNextProcessor(image_processor=image_processor, **kwargs)
     return LlavaProcessor(image_processor=CLIPImageProcessorPil(**common), **kwargs)
+
+
+def load_processor(source: str | Path) -> ProcessorMixin:
+    """`AutoProcessor.from_pretrained`, with the saved chat template put back where the processor class drops it
+    (transformers 5.24's `Blip2Processor.__init__` does not pass `chat_template` on to its base class)."""
+    processor = AutoProcessor.from_pretrained(str(source))
+    if getattr(processor, "chat_template", None) is None:
+        path = cached_file(str(source), "chat_template.jinja", _raise_exceptions_for_missing_entries=False)
+        if path is not None:
+            processor.chat_template = Path(path).read_text(encoding="utf-8")
+    return processor

@@ -138,13 +138,13 @@ def preprocessing(args: ThreadsBenchArgs, model_dir: str, threads: int) -> dict:
 def preprocess_child(model_dir: str, threads: str, n: str, repeats: str) -> None:
     """AnyRes images/s (benchmarks.preprocess's measure) at `threads` torch threads, printed as one JSON line."""
     import torch
-    from transformers import AutoProcessor
 
     from assistant.anyres import with_fast_anyres
+    from assistant.processing import load_processor
     from benchmarks.preprocess import images_per_s
 
     torch.set_num_threads(int(threads))
-    processor = with_fast_anyres(AutoProcessor.from_pretrained(model_dir))
+    processor = with_fast_anyres(load_processor(model_dir))
     rate = images_per_s(
         lambda batch: processor.image_processor(batch, return_tensors="pt"),
         toy_images(int(n), seed=2_000),

@@ -76,12 +76,11 @@ def param_counts(model) -> dict[str, int]:
 
 def tokens_per_sample(model_dir: Path, dataset: Path, n: int, preference: bool) -> tuple[float, int]:
     """Mean LM tokens (text + image) per sample of the first `n` samples, and vision views per sample."""
-    from transformers import AutoProcessor
-
     from assistant.inference import normalize_messages
+    from assistant.processing import load_processor
     from training.data import load_preference_dataset, load_sft_dataset
 
-    processor = AutoProcessor.from_pretrained(model_dir)
+    processor = load_processor(model_dir)
     loader = load_preference_dataset if preference else load_sft_dataset
     data, _ = loader(str(dataset), None, 1.0, n)
     total, views = 0, 0

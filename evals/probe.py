@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from assistant.qformer import is_qformer_model
+
 from .clients import EvalError
 from .vqa import PARSERS, answer_credit
 
@@ -94,13 +96,27 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
 def extract(assistant, items: Sequence[ProbeItem], attrs: Sequence[str], max_new_tokens: int = 8) -> dict:
     """Features at every point and the answers: {"features": {attr: {point: (N, D)}}, "answers": {attr: [str]}}."""
     model = assistant.model
-    projector = model.model.multi_modal_projector
     seen: dict[str, torch.Tensor] = {}
+    if is_qformer_model(
+        model
+    ):  # encoder: the tower's output the Q-Former reads; connector: the projected queries
 
-    def hook(_module, inputs, output):
-        seen["encoder"], seen["connector"] = inputs[0].detach(), output.detach()
+        def read_tower(_module, _inputs, output):
+            seen["encoder"] = output.last_hidden_state.detach()
 
-    handle = projector.register_forward_hook(hook)
+        def read_projection(_module, _inputs, output):
+            seen["connector"] = output.detach()
+
+        handles = [
+            model.vision_model.register_forward_hook(read_tower),
+            model.language_projection.register_forward_hook(read_projection),
+        ]
+    else:
+
+        def hook(_module, inputs, output):
+            seen["encoder"], seen["connector"] = inputs[0].detach(), output.detach()
+
+        handles = [model.model.multi_modal_projector.register_forward_hook(hook)]
     feats: dict[str, dict[str, list[torch.Tensor]]] = {a: {} for a in attrs}
     answers: dict[str, list[str]] = {a: [] for a in attrs}
     try:
@@ -115,7 +131,8 @@ def extract(assistant, items: Sequence[ProbeItem], attrs: Sequence[str], max_new
                 inputs = assistant.prepare(messages, images=[item.image])
                 out = model(**inputs, output_hidden_states=True)
                 points = {"encoder": _pool(seen["encoder"]), "connector": _pool(seen["connector"])}
-                for k, h in enumerate(out.hidden_states):  # (1, T, D) each: embeddings, then every layer
+                hidden = getattr(out, "language_model_outputs", out).hidden_states
+                for k, h in enumerate(hidden):  # (1, T, D) each: embeddings, then every layer
                     points[f"lm.{k}"] = h[0, -1].float()
                 for name, value in points.items():
                     feats[attr].setdefault(name, []).append(value)
@@ -123,7 +140,8 @@ def extract(assistant, items: Sequence[ProbeItem], attrs: Sequence[str], max_new
                     assistant.chat(messages, images=[item.image], max_new_tokens=max_new_tokens).text
                 )
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     return {
         "features": {a: {p: torch.stack(v) for p, v in pts.items()} for a, pts in feats.items()},
         "answers": answers,

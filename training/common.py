@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig, PreTrainedModel
+from transformers import AutoModelForImageTextToText, BitsAndBytesConfig, PreTrainedModel
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig
 
@@ -18,6 +18,8 @@ from assistant.anyres import with_fast_anyres
 from assistant.errors import ConfigError
 from assistant.modeling import PARTS, save_model, set_trainable
 from assistant.paths import resolve_model_source
+from assistant.processing import load_processor
+from assistant.qformer import BLIP2_MODEL_TYPE, expose_backbone
 from assistant.threads import apply_threads
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,14 @@ DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_p
 QUANTIZED_LORA_TARGETS = r".*(language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)|multi_modal_projector\.linear_[12])"
 # Full module prefixes: short names would quantize the vision tower too (STACK.md).
 QUANT_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+# The same for a BLIP-2 (Q-Former) model: its connector is `qformer` + `language_projection` (+ `query_tokens`, a
+# parameter, which adapters cannot save: it stays as stage 1 left it under LoRA).
+BLIP2_LORA_TARGETS = DEFAULT_LORA_TARGETS
+BLIP2_QUANTIZED_LORA_TARGETS = (
+    r".*(language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)|language_projection)"
+)
+BLIP2_QUANT_SKIP_MODULES = ["vision_model", "qformer", "language_projection", "language_model.lm_head"]
+BLIP2_MODULES_TO_SAVE = ["qformer", "language_projection"]
 
 
 @dataclass
@@ -64,9 +74,16 @@ class DataArgs:
             raise ConfigError(f"unknown train_parts {sorted(unknown)}; choose from {sorted(PARTS)}")
 
 
+def _is_qformer(model_args: ModelConfig) -> bool:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_args.model_name_or_path).model_type == BLIP2_MODEL_TYPE
+
+
 def quantization_config(model_args: ModelConfig) -> BitsAndBytesConfig | None:
     if not (model_args.load_in_4bit or model_args.load_in_8bit):
         return None
+    skip = BLIP2_QUANT_SKIP_MODULES if _is_qformer(model_args) else QUANT_SKIP_MODULES
     if not model_args.use_peft:
         raise ConfigError("a 4/8-bit base model can only be trained with adapters; add --use_peft")
     compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
@@ -76,24 +93,29 @@ def quantization_config(model_args: ModelConfig) -> BitsAndBytesConfig | None:
             bnb_4bit_quant_type=model_args.bnb_4bit_quant_type,
             bnb_4bit_use_double_quant=model_args.use_bnb_nested_quant,
             bnb_4bit_compute_dtype=compute,
-            llm_int8_skip_modules=QUANT_SKIP_MODULES,
+            llm_int8_skip_modules=skip,
         )
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP_MODULES)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
 def lora_config(model_args: ModelConfig):
     from peft import LoraConfig
 
     quantized = model_args.load_in_4bit or model_args.load_in_8bit
+    qformer = bool(model_args.model_name_or_path) and _is_qformer(model_args)
     targets = model_args.lora_target_modules
     if not targets or targets == ["default"]:
-        targets = QUANTIZED_LORA_TARGETS if quantized else DEFAULT_LORA_TARGETS
+        if qformer:
+            targets = BLIP2_QUANTIZED_LORA_TARGETS if quantized else BLIP2_LORA_TARGETS
+        else:
+            targets = QUANTIZED_LORA_TARGETS if quantized else DEFAULT_LORA_TARGETS
+    connector = BLIP2_MODULES_TO_SAVE if qformer else ["multi_modal_projector"]
     return LoraConfig(
         r=model_args.lora_r,
         lora_alpha=model_args.lora_alpha,
         lora_dropout=model_args.lora_dropout,
         target_modules=targets,
-        modules_to_save=model_args.lora_modules_to_save or (None if quantized else ["multi_modal_projector"]),
+        modules_to_save=model_args.lora_modules_to_save or (None if quantized else connector),
         use_dora=model_args.use_dora,
         use_rslora=model_args.use_rslora,
         bias="none",
@@ -113,10 +135,11 @@ def load_model_for_training(model_args: ModelConfig, data_args: DataArgs) -> tup
     model = AutoModelForImageTextToText.from_pretrained(
         model_args.model_name_or_path, dtype=dtype, quantization_config=quant
     )
+    expose_backbone(model)  # Q-Former models: the backbone TRL's fused LM head reads
     if not torch.cuda.is_available():
         apply_threads(model.num_parameters(), data_args.threads)
     # the fast AnyRes path where it gives the reference's pixels; it saves as the reference processor
-    processor = with_fast_anyres(AutoProcessor.from_pretrained(model_args.model_name_or_path))
+    processor = with_fast_anyres(load_processor(model_args.model_name_or_path))
     if not model_args.use_peft:
         trainable = set_trainable(model, data_args.train_parts)
         log.info("full fine-tuning of %s: %.2fM trainable parameters", data_args.train_parts, trainable / 1e6)

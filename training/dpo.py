@@ -15,6 +15,7 @@ from pathlib import Path
 from transformers import AutoModelForImageTextToText, set_seed
 from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser
 
+from assistant.qformer import expose_backbone
 from training.common import (
     AtomicCheckpointMixin,
     DataArgs,
@@ -45,7 +46,7 @@ def main(script: DPOScriptArgs, train: DPOConfig, model_args: ModelConfig) -> Pa
         ref_model = AutoModelForImageTextToText.from_pretrained(
             model_args.model_name_or_path, dtype=model.dtype
         )
-        ref_model.requires_grad_(False).eval()
+        expose_backbone(ref_model.requires_grad_(False).eval())
     dataset, report = load_preference_dataset(
         script.dataset, script.image_root, script.max_skip_share, script.max_samples
     )

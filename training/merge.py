@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModelForImageTextToText
 
 from assistant.errors import ConfigError, ModelLoadError
 from assistant.modeling import save_model
+from assistant.processing import load_processor
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def main(args: MergeArgs) -> Path:
     model = AutoModelForImageTextToText.from_pretrained(base, dtype=getattr(torch, args.dtype))
     merged = PeftModel.from_pretrained(model, args.adapter).merge_and_unload()
     processor_source = args.adapter if (Path(args.adapter) / "processor_config.json").is_file() else base
-    processor = AutoProcessor.from_pretrained(processor_source)
+    processor = load_processor(processor_source)
     out = save_model(merged, processor, args.out)
     log.info("merged %s into %s -> %s", args.adapter, base, out)
     return out

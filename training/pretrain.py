@@ -48,6 +48,17 @@ class PretrainScriptArgs(DataArgs):
     vision_feature_layer: int = field(
         default=-2, metadata={"help": "Vision tower layer the connector reads."}
     )
+    num_query_tokens: int = field(default=32, metadata={"help": "qformer: query tokens per image."})
+    qformer_layers: int = field(default=2, metadata={"help": "qformer: transformer layers."})
+    qformer_hidden: int | None = field(
+        default=None, metadata={"help": "qformer: width (default: the tower's)."}
+    )
+    qformer_heads: int | None = field(
+        default=None, metadata={"help": "qformer: heads (default: the tower's)."}
+    )
+    qformer_image_size: int | None = field(
+        default=None, metadata={"help": "qformer: image side the tower reads (default: the tower's)."}
+    )
     train_parts: list[str] = field(default_factory=lambda: ["connector"], metadata={"help": "Trained parts."})
 
     def __post_init__(self) -> None:
@@ -74,6 +85,11 @@ def assemble(script: PretrainScriptArgs, out: Path, seed: int) -> str:
         max_tiles=script.max_tiles,
         image_grid_pinpoints=script.image_grid_pinpoints,
         vision_feature_layer=script.vision_feature_layer,
+        num_query_tokens=script.num_query_tokens,
+        qformer_layers=script.qformer_layers,
+        qformer_hidden=script.qformer_hidden,
+        qformer_heads=script.qformer_heads,
+        qformer_image_size=script.qformer_image_size,
         seed=seed,
     )
     model, processor = build_model(spec)

@@ -23,6 +23,7 @@ import torch
 import yaml
 from trl import DPOConfig, ModelConfig, SFTConfig, TrlParser
 
+from assistant.modeling import CONNECTORS
 from assistant.paths import DEFAULT_MODEL_DIR
 
 log = logging.getLogger("training.recipe")
@@ -41,6 +42,13 @@ class RecipeArgs:
         metadata={
             "help": "Toy-world task of the stage-2 data: instruct (the shipped model's), or sft_mix (an ablation "
             "that lost shape: docs/recipe.md)."
+        },
+    )
+    connector: str = field(
+        default="mlp2x_gelu",
+        metadata={
+            "help": "mlp2x_gelu (LLaVA-NeXT, the shipped model's) or qformer (BLIP-2: configs/toy/*_qformer.yaml, "
+            "a distilled BLIP-2 tower from stage 0; docs/connectors.md)."
         },
     )
     n_preference: int = field(default=2000, metadata={"help": "Preference pairs (stage 3)."})
@@ -68,8 +76,12 @@ class RecipeArgs:
     ship: str = field(
         default="dpo", metadata={"help": "Which final model is installed and carries the card: dpo or grpo."}
     )
-    install: bool = field(
-        default=True, metadata={"help": "Copy the final model into assistant/default_model."}
+    install: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Copy the final model into assistant/default_model (default: yes for the MLP connector, no for "
+            "qformer, which is not shipped unless it beats the MLP)."
+        },
     )
     smoke: bool = field(
         default=False,
@@ -93,6 +105,10 @@ class RecipeArgs:
             raise ValueError(f"ship must be dpo, or grpo together with --grpo; got {self.ship!r}")
         if not 0.0 <= self.ocr_hint_share <= 1.0:
             raise ValueError(f"ocr_hint_share must be between 0 and 1, got {self.ocr_hint_share}")
+        if self.connector not in CONNECTORS:
+            raise ValueError(f"unknown connector {self.connector!r}; choose from {sorted(CONNECTORS)}")
+        if self.install is None:
+            self.install = self.connector == "mlp2x_gelu"
         self.stage_overrides()  # a malformed --set fails before any work
 
     def stage_overrides(self) -> dict[str, dict]:
@@ -171,7 +187,10 @@ def stage0_config(work: Path, seed: int, smoke: bool, extra: dict | None = None)
 
 def stage_config(name: str, work: Path, parsers: tuple, **overrides) -> tuple:
     """Parse configs/toy/NAME.yaml with its runs/toy/ paths moved under `work`."""
-    text = (CONFIGS / f"{name}.yaml").read_text().replace("runs/toy/", f"{work.as_posix()}/")
+    text = (CONFIGS / f"{name}.yaml").read_text()
+    text = text.replace("runs/toy_qformer/", f"{work.as_posix()}/").replace(
+        "runs/toy/", f"{work.as_posix()}/"
+    )
     config = yaml.safe_load(text)
     config.update(overrides)
     path = work / "configs" / f"{name}.yaml"
@@ -252,16 +271,34 @@ def run(args: RecipeArgs) -> Path:
 
     small = SMOKE_STAGES if args.smoke else {}
     layer = {"vision_feature_layer": stage0_report["vision"]["vision_feature_layer"]}
+    qformer = args.connector == "qformer"
+    if qformer and not (stage0 / "vision_blip2" / "blip2_tower_report.json").is_file():
+        from training.stage0.blip2_tower import TowerArgs, distill
+
+        tower_args = TowerArgs(
+            clip=str(stage0 / "vision"),
+            out=str(stage0 / "vision_blip2"),
+            feature_layer=layer["vision_feature_layer"],
+            seed=args.seed,
+        )
+        if args.smoke:
+            tower_args.steps, tower_args.eval_scenes = 3, 4
+        timed("stage0_blip2_tower", distill, tower_args)
+
+    def config_of(name: str) -> str:
+        """The stage's YAML: NAME_qformer.yaml for the Q-Former where it exists."""
+        return f"{name}_qformer" if qformer and (CONFIGS / f"{name}_qformer.yaml").is_file() else name
+
     stages = [
         (
             "stage1",
-            "pretrain",
+            config_of("pretrain"),
             pretrain.main,
             (pretrain.PretrainScriptArgs, SFTConfig, ModelConfig),
             {**layer, **small},
         ),
-        ("stage2", "sft", sft.main, (sft.SFTScriptArgs, SFTConfig, ModelConfig), small),
-        ("stage3", "dpo", dpo.main, (dpo.DPOScriptArgs, DPOConfig, ModelConfig), small),
+        ("stage2", config_of("sft"), sft.main, (sft.SFTScriptArgs, SFTConfig, ModelConfig), small),
+        ("stage3", config_of("dpo"), dpo.main, (dpo.DPOScriptArgs, DPOConfig, ModelConfig), small),
     ]
     for out_name, config_name, main, parsers, overrides in stages:
         out = work / out_name
@@ -332,7 +369,7 @@ def main(argv: list[str] | None = None) -> Path:
             parser.add_argument(
                 "--set", action="append", default=[], metavar="CONFIG.KEY=VALUE", help=f.metadata["help"]
             )
-        elif f.type == "bool" or isinstance(f.default, bool):
+        elif f.type in ("bool", "bool | None") or isinstance(f.default, bool):
             parser.add_argument(
                 f"--{f.name}",
                 action=argparse.BooleanOptionalAction,

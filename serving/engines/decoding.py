@@ -13,7 +13,8 @@ from assistant.inference import SamplingParams
 def collate(prepared: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
     """Join single-prompt processor outputs into one left-padded batch with per-row position ids.
 
-    Each item holds input_ids (1, L_i) and optionally pixel_values (n_i, P_i, C, H, W) and image_sizes (n_i, 2).
+    Each item holds input_ids (1, L_i) and optionally pixel_values, (n_i, P_i, C, H, W) with image_sizes (n_i, 2)
+    for AnyRes or (n_i, C, H, W) for one view per image.
     """
     longest = max(int(p["input_ids"].shape[1]) for p in prepared)
     ids = torch.full((len(prepared), longest), pad_id, dtype=torch.long)  # (B, L)
@@ -28,7 +29,9 @@ def collate(prepared: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, t
         "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),  # pads sit at 0; real tokens count from 0
     }
     pixels = [p["pixel_values"] for p in prepared if p.get("pixel_values") is not None]
-    if pixels:
+    if pixels and pixels[0].dim() == 4:  # one view per image (BLIP-2, LLaVA): (N_img, C, H, W) each
+        batch["pixel_values"] = torch.cat(pixels)
+    elif pixels:
         most = max(int(x.shape[1]) for x in pixels)
         padded = [torch.nn.functional.pad(x, (0, 0, 0, 0, 0, 0, 0, most - int(x.shape[1]))) for x in pixels]
         batch["pixel_values"] = torch.cat(padded)  # (N_img, P_max, C, H, W); the model trims by image_sizes

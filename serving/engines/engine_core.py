@@ -38,6 +38,7 @@ from transformers.cache_utils import DynamicLayer
 
 from assistant.errors import AssistantError
 from assistant.inference import Assistant, SamplingParams
+from assistant.qformer import text_model
 from assistant.threads import apply_threads
 from serving.engines.decoding import TextTracker, collate, make_generator, sample_row
 
@@ -341,15 +342,15 @@ class EngineCore:
                     for job in joiners:
                         self._queue.put(job)
             self._running = len(state.jobs)
-            out = model(
+            logits, state.cache = _forward(
+                model,
                 input_ids=torch.tensor(state.tokens, device=model.device)[:, None],  # (B, 1)
                 attention_mask=state.mask,
                 position_ids=state.positions,
                 cache=state.cache,
                 use_cache=True,
             )
-            state.cache = out.cache
-            state.advance(out.logits[:, -1, :])
+            state.advance(logits[:, -1, :])
             self._running = len(state.jobs)
             self.flush()
 
@@ -360,17 +361,24 @@ class EngineCore:
         batch = {k: v.to(model.device) for k, v in batch.items()}
         if "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-        out = model(**batch, use_cache=True, logits_to_keep=1)
+        logits, cache = _forward(model, **batch, use_cache=True, logits_to_keep=1)
         state = _Decoding(
             jobs=list(jobs),
-            cache=out.cache,
+            cache=cache,
             mask=batch["attention_mask"],  # (B, L)
             positions=batch["position_ids"][:, -1:],  # (B, 1)
             tokens=[],
             core=self,
         )
-        state.advance(out.logits[:, -1, :])
+        state.advance(logits[:, -1, :])
         return state
+
+
+def _forward(model, **inputs) -> tuple[torch.Tensor, object]:
+    """(logits, cache) of one step. Steps without pixels run `text_model(model)`: BLIP-2's own forward wants pixel
+    values every call, and keeps its language model's output (and cache) one level down."""
+    out = (model if "pixel_values" in inputs else text_model(model))(**inputs)
+    return out.logits, getattr(out, "language_model_outputs", out).cache
 
 
 def to_arrays(inputs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoProcessor
 
 from assistant.anyres import with_fast_anyres
 from assistant.cli import resolve_model
 from assistant.errors import ModelLoadError
 from assistant.inference import normalize_messages
+from assistant.processing import load_processor
 from serving.engines.base import Delta, GenerationRequest
 from serving.engines.engine_core import CoreConfig, Step, to_arrays
 from serving.errors import ContextLengthExceeded, EngineUnavailable, Overloaded
@@ -124,7 +124,7 @@ class TransformersEngine:
     async def start(self) -> None:
         """Start the engine core and, while it loads the model, load the processor here."""
         await asyncio.to_thread(self._spawn_core)
-        processor = asyncio.create_task(asyncio.to_thread(AutoProcessor.from_pretrained, str(self.source)))
+        processor = asyncio.create_task(asyncio.to_thread(load_processor, str(self.source)))
         try:
             await asyncio.to_thread(self._await_core)  # a broken model is reported by the core, clearly
             try:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from assistant.cli import resolve_model
 from assistant.errors import ConfigError
 from assistant.inference import normalize_messages
+from assistant.qformer import BLIP2_MODEL_TYPE
 from serving.engines.base import Delta, GenerationRequest, map_finish_reason
 from serving.errors import (
     APIError,
@@ -114,13 +115,34 @@ def import_vllm() -> Any:
         ) from exc
 
 
+def refuse_unservable(source: str) -> None:
+    """Refuse, before anything loads, a model this engine would serve wrong.
+
+    Q-Former (BLIP-2) models: vLLM 0.30's BLIP-2 always inserts its `num_query_tokens` image tokens at position 0
+    and takes one image per prompt (vllm/model_executor/models/blip2.py, `_get_prompt_updates`), while this
+    project's Q-Former chat template writes them inside the user turn; vLLM would read those as text and raise
+    nothing. docs/connectors.md says what a servable variant would change."""
+    from transformers import AutoConfig
+
+    try:
+        model_type = AutoConfig.from_pretrained(source).model_type
+    except (OSError, ValueError):
+        return  # vLLM's own loading says what is wrong with the directory
+    if model_type == BLIP2_MODEL_TYPE:
+        raise ConfigError(
+            f"{source!r} is a Q-Former (BLIP-2) model, which --engine vllm does not serve (vLLM puts the query tokens "
+            "at the start of the prompt, this model's template puts them in the user turn); use --engine transformers"
+        )
+
+
 class VLLMEngine:
     def __init__(self, settings: ServeSettings, metrics: Metrics, *, vllm: Any = None) -> None:
+        self.source = resolve_model(settings.model)
+        refuse_unservable(self.source)
         self.vllm = vllm or import_vllm()  # fail at construction, before the server starts listening
         self.settings = settings
         self.metrics = metrics
         self.model_name = settings.model_name
-        self.source = resolve_model(settings.model)
         self.engine: Any = None
         self.processor: Any = None
         self.context_length = 0
@@ -129,7 +151,7 @@ class VLLMEngine:
         self._stopping = False
 
     async def start(self) -> None:
-        from transformers import AutoProcessor
+        from assistant.processing import load_processor
 
         args = self.vllm.AsyncEngineArgs(
             model=self.source,
@@ -139,7 +161,7 @@ class VLLMEngine:
             limit_mm_per_prompt={"image": self.settings.max_images},
         )
         self.engine = self.vllm.AsyncLLMEngine.from_engine_args(args)
-        self.processor = await asyncio.to_thread(AutoProcessor.from_pretrained, self.source)
+        self.processor = await asyncio.to_thread(load_processor, self.source)
         self.context_length = int(self.engine.model_config.max_model_len)
         self.max_num_seqs = int(self.engine.vllm_config.scheduler_config.max_num_seqs)
         log.info(
