@@ -68,6 +68,21 @@ def tiny_model_dir(tmp_path_factory, tiny_spec) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qformer_dir(tmp_path_factory, tiny_spec) -> Path:
+    """A saved tiny Q-Former (BLIP-2) directory: the tiny spec's CLIP tower converted, reading 64 px images (two
+    tiles wide), 4 query tokens, one Q-Former layer."""
+    from dataclasses import replace
+
+    from assistant.modeling import build_model, save_model
+
+    spec = replace(
+        tiny_spec, connector="qformer", num_query_tokens=4, qformer_layers=1, qformer_image_size=64
+    )
+    model, processor = build_model(spec)
+    return save_model(model, processor, tmp_path_factory.mktemp("models") / "tiny-qformer")
+
+
+@pytest.fixture(scope="session")
 def tiny_assistant(tiny_model_dir):
     from assistant.inference import Assistant
 

@@ -107,18 +107,28 @@ def write_model_card(
         sizes[name] = f"{manifest['n']} scenes, {manifest['records']} records (task {manifest['task']})"
     stage0_report = json.loads((stage0 / "stage0_report.json").read_text())
     weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("model_type") == "blip-2":
+        tag, kind = "blip-2", "A BLIP-2 (Q-Former connector) model"
+        connector = (
+            f"\nConnector: a Q-Former, {config['num_query_tokens']} query tokens per image "
+            "(configs/toy/pretrain_qformer.yaml), over stage 0's CLIP tower converted to BLIP-2's class and distilled "
+            "back onto its features (training/stage0/blip2_tower.py); docs/connectors.md compares it with the MLP.\n"
+        )
+    else:
+        tag, kind, connector = "llava-next", "A LLaVA-NeXT model", ""
     card = f"""---
 license: apache-2.0
 library_name: transformers
 pipeline_tag: image-text-to-text
-tags: [llava-next, toy-world]
+tags: [{tag}, toy-world]
 ---
 # The embedded default model
 
-A LLaVA-NeXT model trained from scratch on the toy world (procedural scenes of shapes, colours and short text)
+{kind} trained from scratch on the toy world (procedural scenes of shapes, colours and short text)
 by `make toy-model` (`python -m training.recipe`). It knows only that world: counting, colours, shapes,
 positions, existence and short printed text in toy-world scenes. Weights: {weights / 1e6:.1f} MB (float16).
-
+{connector}
 ## Recipe
 Stage 0 (`training/bootstrap.py`, configs/toy/bootstrap.yaml): byte-level BPE tokenizer, CLIP vision encoder and
 Llama LM trained on toy-world data. Stage 1 (`pretrain.yaml`): connector and LM, on captions (the LM is our own,

@@ -73,6 +73,12 @@ class RecipeArgs:
         },
     )
     n_rl: int = field(default=1000, metadata={"help": "RL prompts for stage 3b (with --grpo)."})
+    rl_task: str = field(
+        default="rl_detail",
+        metadata={
+            "help": "Toy-world task of the RL prompts: rl_detail (descriptions) or rl (half short questions)."
+        },
+    )
     ship: str = field(
         default="dpo", metadata={"help": "Which final model is installed and carries the card: dpo or grpo."}
     )
@@ -161,7 +167,7 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         "eval_ocr": ("ocr", args.n_eval, args.seed + 300_000, True),
     }
     if args.grpo:
-        plan["rl"] = ("rl", args.n_rl, args.seed + 40_000_000, False)
+        plan["rl"] = (args.rl_task, args.n_rl, args.seed + 40_000_000, False)
     out = {}
     for name, (task, n, seed, eval_split) in plan.items():
         path = work / "data" / name

@@ -147,6 +147,12 @@ def _rl_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     return [Conversation(scene.seed, (ask_detail(scene, ctx),), "rl")]
 
 
+def _rl_detail_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """One detailed-description prompt per scene, scored on the objects it names (the RL stage's default: short
+    questions whose sampled answers all score alike give GRPO no signal; docs/recipe.md)."""
+    return [Conversation(scene.seed, (ask_detail(scene, ctx),), "rl")]
+
+
 def _key(qa: QA, by_question: bool) -> tuple[str, str]:
     return (qa.task, qa.question if by_question and qa.answer_type == "yes_no" else qa.answer)
 
@@ -175,6 +181,7 @@ TASKS: dict[str, TaskSpec] = {
             "instruct, with colour, shape and existence answers that first list the objects (an ablation).",
         ),
         TaskSpec("rl", "prompt", _rl_prompt, "RL prompts: descriptions and short questions, one per scene."),
+        TaskSpec("rl_detail", "prompt", _rl_detail_prompt, "RL prompts: one detailed description per scene."),
         TaskSpec("multiturn", "conversation", _mixed("multiturn", 3, 6), "Follow-up questions, 3-6 turns."),
         TaskSpec("detail", "conversation", _single("detail"), "Detailed descriptions."),
         TaskSpec("count", "conversation", _single("count"), "Counting questions."),

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from benchmarks import gpu, preprocess, serve, train
+from benchmarks import connectors, gpu, preprocess, serve, train
 from benchmarks.common import run_cli
 
 
@@ -30,6 +30,23 @@ def test_serve_quick_runs_every_contender(tiny_model_dir, tmp_path):
         assert row["ttft_s"]["median"] <= row["latency_s"]["median"]
     assert {"c1_latency_vs_generate", "engine_c1_latency_vs_generate"} <= set(report["ratios"])
     assert report["model"]["kind"] == "given"
+
+
+@pytest.mark.slow  # two servers; `python -m benchmarks.connectors` is run for docs/connectors.md anyway
+def test_connectors_quick_compares_an_mlp_and_a_qformer_model(tiny_model_dir, tiny_qformer_dir, tmp_path):
+    out = tmp_path / "connectors.json"
+    models = f"{tiny_model_dir},{tiny_qformer_dir}"
+    report = connectors.main(connectors.parse_args(["--quick", "--models", models, "--out", str(out)]))
+    assert json.loads(out.read_text())["benchmark"] == "connectors"
+    mlp, qformer = report["results"][str(tiny_model_dir)], report["results"][str(tiny_qformer_dir)]
+    assert (
+        qformer["architecture"] == "Blip2ForConditionalGeneration" and qformer["visual_tokens_per_image"] == 4
+    )
+    assert mlp["visual_tokens_per_image"] > 4  # AnyRes: base view + tiles + newlines
+    assert qformer["kv_bytes_per_request"] < mlp["kv_bytes_per_request"]
+    for row in (mlp, qformer):
+        assert row["ttft_ms_c1"] > 0 and row["output_tokens_per_s_c2"] > 0
+    assert report["ratios_to_baseline"][str(tiny_model_dir)]["ttft_ms_c1"] == 1.0
 
 
 def test_preprocess_quick_measures_anyres_and_ocr(tiny_model_dir, tmp_path):

@@ -219,3 +219,10 @@ def test_instruct_keyed_lists_the_objects_before_answering():
     assert all(
         not qa.answer.startswith("I see") for _, qa in turns if qa.task in ("count", "position", "size")
     )
+
+
+def test_rl_detail_asks_one_description_per_scene():
+    turns = _turns("rl_detail")
+    assert len(turns) == len(scenes()) and all(
+        qa.task == "detail" and qa.answer_type == "free" for _, qa in turns
+    )

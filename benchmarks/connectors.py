@@ -1,0 +1,135 @@
+"""Connector benchmark: the same image requests through this server for several models (an MLP/AnyRes model and
+Q-Former models), in one run, with ratios against the first model.
+
+    python -m benchmarks.connectors --models runs/armD/final,runs/armQ32/final,runs/armQ16/final
+    python -m benchmarks.connectors --quick --models A,B      # seconds: exercises every path
+
+Per model: visual tokens per image (the image tokens the processor writes for one toy-world image), time to first
+token (TTFT) and output tokens/s at each concurrency through the API (streamed, greedy, every answer exactly
+`--max-tokens` long), and KV-cache bytes per request (2 x layers x KV heads x head size x bytes per value x the
+request's tokens: prompt + max_tokens). Figures are medians over `--repeats` waves after a warm-up wave.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from benchmarks.common import RESULTS, machine, parse_bench_args, run_cli, toy_images, write_json
+from benchmarks.serve import QUESTIONS, ServeBenchArgs, bench_server
+
+log = logging.getLogger("benchmarks.connectors")
+
+
+@dataclass
+class ConnectorBenchArgs:
+    models: str = field(
+        default="", metadata={"help": "Comma-separated model directories; the first is the baseline."}
+    )
+    concurrency: list[int] = field(default_factory=lambda: [1, 8], metadata={"help": "Concurrency levels."})
+    max_tokens: int = field(default=16, metadata={"help": "max_tokens of every request (min_tokens too)."})
+    repeats: int = field(default=3, metadata={"help": "Measured waves per model and level (>= 1)."})
+    requests_per_worker: int = field(default=2, metadata={"help": "Requests per concurrent client per wave."})
+    images: int = field(default=8, metadata={"help": "Distinct toy-world images cycled through."})
+    out: str = field(default=str(RESULTS / "connectors.json"), metadata={"help": "JSON results path."})
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+
+
+QUICK = dict(concurrency=[1, 2], max_tokens=4, repeats=1, requests_per_worker=1, images=2)
+
+
+def static_figures(model_dir: str, image) -> dict:
+    """Visual tokens per image, prompt tokens of one image question, and KV-cache bytes per value position."""
+    from transformers import AutoConfig
+
+    from assistant.processing import load_processor
+
+    config = AutoConfig.from_pretrained(model_dir)
+    processor = load_processor(model_dir)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS[0]}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    ids = processor(images=[image], text=[prompt], return_tensors="pt")["input_ids"][0]
+    image_token = getattr(config, "image_token_id", None) or config.image_token_index
+    text = config.text_config
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    return {
+        "architecture": config.architectures[0] if config.architectures else config.model_type,
+        "visual_tokens_per_image": int((ids == image_token).sum()),
+        "prompt_tokens": int(ids.shape[0]),
+        "kv_bytes_per_token": 2 * text.num_hidden_layers * kv_heads * head_dim * 2,  # fp16/bf16 cache
+    }
+
+
+def main(args: ConnectorBenchArgs) -> dict:
+    models = [m for m in args.models.split(",") if m]
+    if not models:
+        raise ValueError("give --models DIR[,DIR...] (the first is the baseline)")
+    images = toy_images(args.images, seed=1_000)
+    serve_args = ServeBenchArgs(
+        model=None,
+        concurrency=args.concurrency,
+        max_tokens=args.max_tokens,
+        repeats=args.repeats,
+        requests_per_worker=args.requests_per_worker,
+        sequential_requests=1,
+    )
+    rows = {}
+    for model in models:
+        figures = static_figures(model, images[0])
+        figures["kv_bytes_per_request"] = figures["kv_bytes_per_token"] * (
+            figures["prompt_tokens"] + args.max_tokens
+        )
+        served = bench_server(serve_args, "project", model, args.concurrency, images)
+        for c, result in served.items():
+            figures[f"ttft_ms_c{c}"] = round(1000 * result["ttft_s"]["median"], 1)
+            figures[f"output_tokens_per_s_c{c}"] = round(result["output_tokens_per_s"]["median"], 1)
+        rows[model] = figures
+        log.info("%s: %s", model, figures)
+    base = rows[models[0]]
+    ratios = {
+        model: {
+            key: round(value / base[key], 3)
+            for key, value in row.items()
+            if isinstance(value, int | float) and base.get(key)
+        }
+        for model, row in rows.items()
+    }
+    report = {
+        "benchmark": "connectors",
+        "baseline": models[0],
+        "args": asdict(args),
+        "machine": {**machine(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "results": rows,
+        "ratios_to_baseline": ratios,
+    }
+    log.info("connectors (ratios to %s):\n%s", models[0], table(rows, ratios, args.concurrency))
+    write_json(args.out, report)
+    return report
+
+
+def table(rows: dict, ratios: dict, levels: list[int]) -> str:
+    keys = ["visual_tokens_per_image", "kv_bytes_per_request"]
+    keys += [f"ttft_ms_c{c}" for c in levels] + [f"output_tokens_per_s_c{c}" for c in levels]
+    lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for model, row in rows.items():
+        cells = [f"{row[k]} ({ratios[model].get(k, 1.0):.2f}x)" for k in keys]
+        lines.append(f"| {Path(model).parent.name}/{Path(model).name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> ConnectorBenchArgs:
+    return parse_bench_args(
+        ConnectorBenchArgs, "Connector benchmark: MLP vs Q-Former through the API.", QUICK, argv
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, parse_args()))
