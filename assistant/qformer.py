@@ -177,6 +177,11 @@ def build_qformer_model(
         tie_word_embeddings=bool(getattr(language.config, "tie_word_embeddings", False)),
     )
     model = Blip2ForConditionalGeneration(config).to(language.dtype)
+    # transformers initialises the queries to zeros (its checkpoints overwrite them); identical queries get identical
+    # gradients and never tell apart, so every query token would carry the same summary. BLIP-2's own code (LAVIS)
+    # draws them from N(0, initializer_range), as here.
+    with torch.no_grad():
+        model.query_tokens.normal_(0.0, config.qformer_config.initializer_range)
     model.vision_model.load_state_dict(tower.state_dict())
     model.language_model.load_state_dict(language.state_dict())
     size = tower.config.image_size

@@ -75,6 +75,14 @@ def test_trainable_parts_are_named_for_blip2(tiny_spec):
     assert "query_tokens" in trainable and any(n.startswith("language_projection.") for n in trainable)
 
 
+def test_query_tokens_start_distinct(tiny_spec):
+    """transformers initialises them to zeros; identical queries would train identically and stay one summary."""
+    model, _ = build_model(replace(tiny_spec, connector="qformer", num_query_tokens=4, qformer_layers=1))
+    queries = model.query_tokens[0]
+    assert 0.01 < float(queries.std()) < 0.05
+    assert torch.cdist(queries, queries).fill_diagonal_(1.0).min() > 0.05
+
+
 def test_a_siglip_tower_is_refused_with_what_to_do(tiny_spec):
     siglip = dict(TINY_VISION, model_type="siglip_vision_model")
     with pytest.raises(ConfigError, match="needs a CLIP or BLIP-2 vision tower.*mlp2x_gelu"):
