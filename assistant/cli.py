@@ -50,6 +50,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         tokenizer=args.tokenizer,
         connector=args.connector,
         max_tiles=None if args.fixed_resolution else args.max_tiles,
+        num_query_tokens=args.num_query_tokens,
+        qformer_layers=args.qformer_layers,
+        qformer_image_size=args.qformer_image_size,
         dtype=args.dtype,
     )
     model, processor = build_model(spec)
@@ -74,14 +77,21 @@ def add_build(sub: argparse._SubParsersAction) -> None:
     from assistant.modeling import CONNECTORS
 
     p = sub.add_parser(
-        "build", help="Assemble a vision tower and a causal LM into a LLaVA(-NeXT) model directory."
+        "build",
+        help="Assemble a vision tower and a causal LM into a LLaVA(-NeXT) or, with --connector qformer, a BLIP-2 "
+        "model directory.",
     )
-    p.add_argument("--vision", required=True, help="CLIP/SigLIP hub id or local directory.")
+    p.add_argument("--vision", required=True, help="CLIP/SigLIP (or BLIP-2 vision) hub id or local directory.")
     p.add_argument("--language", required=True, help="Causal LM hub id or local directory.")
     p.add_argument("--tokenizer", help="Tokenizer (default: the language model's).")
     p.add_argument("--connector", default="mlp2x_gelu", choices=sorted(CONNECTORS))
     p.add_argument("--max-tiles", type=int, default=4, help="AnyRes tiles per image (plus a thumbnail).")
     p.add_argument("--fixed-resolution", action="store_true", help="Build a plain LLaVA model (no AnyRes).")
+    p.add_argument("--num-query-tokens", type=int, default=32, help="qformer: query tokens per image.")
+    p.add_argument("--qformer-layers", type=int, default=2, help="qformer: transformer layers.")
+    p.add_argument(
+        "--qformer-image-size", type=int, default=None, help="qformer: image side the tower reads (default: its own)."
+    )
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--out", required=True, help="Output directory.")
     p.set_defaults(func=cmd_build)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 CLI = [sys.executable, "-m", "assistant"]
 
 
@@ -68,7 +70,10 @@ def test_user_errors_are_one_line_without_traceback(tiny_model_dir, tmp_path, ca
         assert stderr.count("error:") == 1
 
 
-def test_build_then_chat_from_local_directories(tmp_path, tiny_tokenizer, red_image):
+@pytest.mark.parametrize(
+    "connector", [[], ["--connector", "qformer", "--num-query-tokens", "4", "--qformer-image-size", "64"]]
+)
+def test_build_then_chat_from_local_directories(tmp_path, tiny_tokenizer, red_image, connector):
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
     from tests.conftest import TINY_VISION, tiny_language
@@ -87,6 +92,7 @@ def test_build_then_chat_from_local_directories(tmp_path, tiny_tokenizer, red_im
         str(tmp_path / "lm"),
         "--out",
         str(tmp_path / "m"),
+        *connector,
     )
     assert out.returncode == 0, out.stderr
     red_image.save(tmp_path / "red.png")
