@@ -81,7 +81,9 @@ def add_build(sub: argparse._SubParsersAction) -> None:
         help="Assemble a vision tower and a causal LM into a LLaVA(-NeXT) or, with --connector qformer, a BLIP-2 "
         "model directory.",
     )
-    p.add_argument("--vision", required=True, help="CLIP/SigLIP (or BLIP-2 vision) hub id or local directory.")
+    p.add_argument(
+        "--vision", required=True, help="CLIP/SigLIP (or BLIP-2 vision) hub id or local directory."
+    )
     p.add_argument("--language", required=True, help="Causal LM hub id or local directory.")
     p.add_argument("--tokenizer", help="Tokenizer (default: the language model's).")
     p.add_argument("--connector", default="mlp2x_gelu", choices=sorted(CONNECTORS))
@@ -90,7 +92,10 @@ def add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-query-tokens", type=int, default=32, help="qformer: query tokens per image.")
     p.add_argument("--qformer-layers", type=int, default=2, help="qformer: transformer layers.")
     p.add_argument(
-        "--qformer-image-size", type=int, default=None, help="qformer: image side the tower reads (default: its own)."
+        "--qformer-image-size",
+        type=int,
+        default=None,
+        help="qformer: image side the tower reads (default: its own).",
     )
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--out", required=True, help="Output directory.")

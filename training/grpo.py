@@ -38,6 +38,12 @@ class GRPOScriptArgs(DataArgs):
     format_weight: float = field(
         default=0.2, metadata={"help": "Weight of the format reward (the grounded reward has weight 1)."}
     )
+    recall_weight: float = field(
+        default=0.5,
+        metadata={
+            "help": "Descriptions: weight of object recall against precision in the grounded reward (0-1)."
+        },
+    )
 
 
 class AtomicGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
@@ -55,7 +61,7 @@ def main(
     )
     report.save(train.output_dir)
     if reward_funcs is None:
-        reward_funcs = grpo_reward_functions()
+        reward_funcs = grpo_reward_functions(script.recall_weight)
         train.reward_weights = [1.0, script.format_weight]
     train.remove_unused_columns = False  # the rewards read the ground-truth columns
     trainer = AtomicGRPOTrainer(

@@ -86,10 +86,10 @@ def format_reward(text: str) -> float:
     return max(-1.0, 1.0 - 0.5 * repeats)
 
 
-def grounded_reward(completion: str, truth: dict) -> float:
+def grounded_reward(completion: str, truth: dict, recall_weight: float = 0.5) -> float:
     """The reward of one completion for its prompt's ground truth (`truth`, one row's columns)."""
     if truth["answer_type"] == "free":
-        return description_reward(completion, [tuple(o) for o in truth["objects"]])
+        return description_reward(completion, [tuple(o) for o in truth["objects"]], recall_weight)
     return answer_reward(completion, truth["answer"], truth["answer_type"])
 
 
@@ -103,13 +103,18 @@ def _text(completion) -> str:
     return content
 
 
-def grpo_reward_functions() -> list[Callable]:
+def grpo_reward_functions(recall_weight: float = 0.5) -> list[Callable]:
     """[grounded, format] in TRL's signature: f(prompts, completions, **columns) -> list[float]. The dataset's
-    ground-truth columns `answer`, `answer_type` and `objects` (JSON) come in as keyword lists."""
+    ground-truth columns `answer`, `answer_type` and `objects` (JSON) come in as keyword lists; `recall_weight`
+    is the descriptions' weight of object recall against precision."""
+    if not 0.0 <= recall_weight <= 1.0:
+        raise ValueError(f"recall_weight must be between 0 and 1, got {recall_weight}")
 
     def grounded(prompts, completions, answer, answer_type, objects, **_) -> list[float]:
         return [
-            grounded_reward(_text(c), {"answer": a, "answer_type": t, "objects": json.loads(o)})
+            grounded_reward(
+                _text(c), {"answer": a, "answer_type": t, "objects": json.loads(o)}, recall_weight
+            )
             for c, a, t, o in zip(completions, answer, answer_type, objects, strict=True)
         ]
 

@@ -76,3 +76,16 @@ def test_trl_signature_reads_the_ground_truth_columns():
     )
     assert grounded(prompts=[None, None], completions=completions, **columns) == [1.0, 1.0]
     assert formatted(prompts=[None, None], completions=completions) == [1.0, 1.0]
+
+
+def test_recall_weight_makes_naming_fewer_objects_cost_more():
+    """One of three objects named, rightly, against two of them named beside two hallucinations."""
+    columns = dict(answer=["", ""], answer_type=["free", "free"], objects=[json.dumps(SCENE)] * 2)
+    few = "A red star."
+    many = "A red star, a blue cross, a green circle and a pink heart."
+    for weight, few_wins in [(0.2, True), (0.8, False)]:
+        grounded, _ = grpo_reward_functions(recall_weight=weight)
+        scores = grounded(prompts=[None, None], completions=[few, many], **columns)
+        assert (scores[0] > scores[1]) == few_wins, (weight, scores)
+    with pytest.raises(ValueError, match="recall_weight must be between 0 and 1"):
+        grpo_reward_functions(recall_weight=1.5)
