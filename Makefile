@@ -38,8 +38,10 @@ bench: install
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# make toy-model CONNECTOR=qformer: the Q-Former variant in runs/toy_qformer (not installed; docs/connectors.md)
+CONNECTOR ?= mlp2x_gelu
 toy-model: install
-	$(BIN)/python -m training.recipe
+	$(BIN)/python -m training.recipe --connector $(CONNECTOR) $(if $(filter qformer,$(CONNECTOR)),--workdir runs/toy_qformer)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -71,7 +71,14 @@ def test_user_errors_are_one_line_without_traceback(tiny_model_dir, tmp_path, ca
 
 
 @pytest.mark.parametrize(
-    "connector", [[], ["--connector", "qformer", "--num-query-tokens", "4", "--qformer-image-size", "64"]]
+    "connector",
+    [
+        [],
+        pytest.param(  # slow: two more subprocesses; the Q-Former build itself is tested in-process
+            ["--connector", "qformer", "--num-query-tokens", "4", "--qformer-image-size", "64"],
+            marks=pytest.mark.slow,
+        ),
+    ],
 )
 def test_build_then_chat_from_local_directories(tmp_path, tiny_tokenizer, red_image, connector):
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
