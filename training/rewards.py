@@ -67,15 +67,29 @@ def object_precision_recall(text: str, objects: Sequence[tuple[str, str]]) -> tu
     return precision, recall, len(mentions)
 
 
+def stated_count(text: str) -> int | None:
+    """The number of objects a description states ("The image shows three objects"), or None."""
+    from evals.parsing import NUMBER_WORDS
+
+    match = re.search(r"\b([a-z]+|\d+) (?:objects?|shapes?)\b", text.lower())
+    if match is None:
+        return None
+    word = match.group(1)
+    return int(word) if word.isdigit() else NUMBER_WORDS.get(word)
+
+
 def description_reward(text: str, objects: Sequence[tuple[str, str]], recall_weight: float = 0.5) -> float:
-    """(1 - w) * precision + w * recall, in [0, 1]. An empty scene rewards mentioning nothing; a description that
-    mentions nothing in a scene with objects gets 0 (precision is vacuous there, so it does not count)."""
+    """(1 - w) * precision + w * recall, in [0, 1], halved when the description states a wrong number of objects.
+    An empty scene rewards mentioning nothing; a description that mentions nothing in a scene with objects gets 0
+    (precision is vacuous there, so it does not count)."""
     precision, recall, mentions = object_precision_recall(text, objects)
     if not objects:
         return 1.0 if mentions == 0 else 0.0
     if mentions == 0:
         return 0.0
-    return (1.0 - recall_weight) * precision + recall_weight * recall
+    count = stated_count(text)
+    factor = 0.5 if count is not None and count != len(objects) else 1.0
+    return factor * ((1.0 - recall_weight) * precision + recall_weight * recall)
 
 
 def format_reward(text: str) -> float:

@@ -89,3 +89,15 @@ def test_recall_weight_makes_naming_fewer_objects_cost_more():
         assert (scores[0] > scores[1]) == few_wins, (weight, scores)
     with pytest.raises(ValueError, match="recall_weight must be between 0 and 1"):
         grpo_reward_functions(recall_weight=1.5)
+
+
+def test_a_wrong_stated_count_halves_a_description_reward():
+    right = (
+        "The image shows three objects. There is a red star. There is a blue cross. There is a blue circle."
+    )
+    wrong = right.replace("three objects", "four objects")
+    assert description_reward(right, SCENE) == 1.0
+    assert description_reward(wrong, SCENE) == 0.5
+    assert description_reward("There is a red star.", SCENE) == description_reward(
+        "There is a red star.", SCENE[:3]
+    )
