@@ -44,6 +44,12 @@ class GRPOScriptArgs(DataArgs):
             "help": "Descriptions: weight of object recall against precision in the grounded reward (0-1)."
         },
     )
+    count_penalty: float = field(
+        default=0.0,
+        metadata={
+            "help": "Descriptions: share of the reward lost when the stated number of objects is wrong (0-1)."
+        },
+    )
 
 
 class AtomicGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
@@ -61,7 +67,7 @@ def main(
     )
     report.save(train.output_dir)
     if reward_funcs is None:
-        reward_funcs = grpo_reward_functions(script.recall_weight)
+        reward_funcs = grpo_reward_functions(script.recall_weight, script.count_penalty)
         train.reward_weights = [1.0, script.format_weight]
     train.remove_unused_columns = False  # the rewards read the ground-truth columns
     trainer = AtomicGRPOTrainer(

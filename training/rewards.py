@@ -78,17 +78,19 @@ def stated_count(text: str) -> int | None:
     return int(word) if word.isdigit() else NUMBER_WORDS.get(word)
 
 
-def description_reward(text: str, objects: Sequence[tuple[str, str]], recall_weight: float = 0.5) -> float:
-    """(1 - w) * precision + w * recall, in [0, 1], halved when the description states a wrong number of objects.
-    An empty scene rewards mentioning nothing; a description that mentions nothing in a scene with objects gets 0
-    (precision is vacuous there, so it does not count)."""
+def description_reward(
+    text: str, objects: Sequence[tuple[str, str]], recall_weight: float = 0.5, count_penalty: float = 0.0
+) -> float:
+    """(1 - w) * precision + w * recall, in [0, 1], times (1 - count_penalty) when the description states a wrong
+    number of objects. An empty scene rewards mentioning nothing; a description that mentions nothing in a scene
+    with objects gets 0 (precision is vacuous there, so it does not count)."""
     precision, recall, mentions = object_precision_recall(text, objects)
     if not objects:
         return 1.0 if mentions == 0 else 0.0
     if mentions == 0:
         return 0.0
     count = stated_count(text)
-    factor = 0.5 if count is not None and count != len(objects) else 1.0
+    factor = 1.0 - count_penalty if count is not None and count != len(objects) else 1.0
     return factor * ((1.0 - recall_weight) * precision + recall_weight * recall)
 
 
@@ -100,10 +102,14 @@ def format_reward(text: str) -> float:
     return max(-1.0, 1.0 - 0.5 * repeats)
 
 
-def grounded_reward(completion: str, truth: dict, recall_weight: float = 0.5) -> float:
+def grounded_reward(
+    completion: str, truth: dict, recall_weight: float = 0.5, count_penalty: float = 0.0
+) -> float:
     """The reward of one completion for its prompt's ground truth (`truth`, one row's columns)."""
     if truth["answer_type"] == "free":
-        return description_reward(completion, [tuple(o) for o in truth["objects"]], recall_weight)
+        return description_reward(
+            completion, [tuple(o) for o in truth["objects"]], recall_weight, count_penalty
+        )
     return answer_reward(completion, truth["answer"], truth["answer_type"])
 
 
@@ -117,7 +123,7 @@ def _text(completion) -> str:
     return content
 
 
-def grpo_reward_functions(recall_weight: float = 0.5) -> list[Callable]:
+def grpo_reward_functions(recall_weight: float = 0.5, count_penalty: float = 0.0) -> list[Callable]:
     """[grounded, format] in TRL's signature: f(prompts, completions, **columns) -> list[float]. The dataset's
     ground-truth columns `answer`, `answer_type` and `objects` (JSON) come in as keyword lists; `recall_weight`
     is the descriptions' weight of object recall against precision."""
@@ -127,7 +133,10 @@ def grpo_reward_functions(recall_weight: float = 0.5) -> list[Callable]:
     def grounded(prompts, completions, answer, answer_type, objects, **_) -> list[float]:
         return [
             grounded_reward(
-                _text(c), {"answer": a, "answer_type": t, "objects": json.loads(o)}, recall_weight
+                _text(c),
+                {"answer": a, "answer_type": t, "objects": json.loads(o)},
+                recall_weight,
+                count_penalty,
             )
             for c, a, t, o in zip(completions, answer, answer_type, objects, strict=True)
         ]

@@ -91,13 +91,14 @@ def test_recall_weight_makes_naming_fewer_objects_cost_more():
         grpo_reward_functions(recall_weight=1.5)
 
 
-def test_a_wrong_stated_count_halves_a_description_reward():
+def test_a_wrong_stated_count_costs_the_count_penalty():
     right = (
         "The image shows three objects. There is a red star. There is a blue cross. There is a blue circle."
     )
     wrong = right.replace("three objects", "four objects")
-    assert description_reward(right, SCENE) == 1.0
-    assert description_reward(wrong, SCENE) == 0.5
+    assert description_reward(right, SCENE, count_penalty=0.5) == 1.0
+    assert description_reward(wrong, SCENE, count_penalty=0.5) == 0.5
+    assert description_reward(wrong, SCENE) == 1.0  # off by default
     assert description_reward("There is a red star.", SCENE) == description_reward(
         "There is a red star.", SCENE[:3]
     )
