@@ -137,6 +137,7 @@ SMOKE_STAGE0 = dict(
     vision_steps=4, vision_batch=8, corpus_scenes=40, lm_steps=4, lm_batch=4, lm_eval_every=2, run_probe=False
 )
 SMOKE_STAGES = dict(max_steps=3, per_device_train_batch_size=4, save_steps=100)
+SMOKE_GRPO = dict(num_generations=2, max_completion_length=16)  # 2 prompts x 2 answers per step
 
 
 def _yaml_value(text: str):
@@ -341,7 +342,12 @@ def run(args: RecipeArgs) -> Path:
         from training import grpo
 
         if not _done(work / "stage3b"):
-            settings = {"seed": args.seed, **small, **extra.get("grpo", {})}
+            settings = {
+                "seed": args.seed,
+                **small,
+                **(SMOKE_GRPO if args.smoke else {}),
+                **extra.get("grpo", {}),
+            }
             parsers = (grpo.GRPOScriptArgs, GRPOConfig, ModelConfig)
             timed("stage3b", grpo.main, *stage_config("grpo", work, parsers, **settings))
         final_grpo = merged_and_evaluated("stage3b", "final_grpo", "_grpo")

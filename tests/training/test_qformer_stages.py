@@ -94,7 +94,9 @@ def test_sft_full_trains_the_lm_and_qformer_not_the_tower(tmp_path, toy_data, ti
     assert sum(history[-3:]) / 3 < history[0], history
 
 
-@pytest.mark.parametrize("variant", ["lora", "qlora"])
+@pytest.mark.parametrize(
+    "variant", ["lora", pytest.param("qlora", marks=pytest.mark.slow)]
+)  # slow: test time
 def test_adapters_train_and_merge_into_a_loadable_qformer_model(
     tmp_path, toy_data, tiny_qformer_dir, red_image, variant
 ):
