@@ -30,7 +30,7 @@ from assistant.anyres import with_fast_anyres
 from assistant.errors import InputError, ModelLoadError
 from assistant.images import load_image
 from assistant.processing import load_processor
-from assistant.qformer import text_model
+from assistant.qformer import step_model
 from assistant.tokenizer import IMAGE_TOKEN
 
 log = logging.getLogger(__name__)
@@ -250,8 +250,7 @@ class Assistant:
             with self._lock, torch.inference_mode():
                 if params.seed is not None:
                     torch.manual_seed(params.seed)
-                runner = self.model if "pixel_values" in inputs else text_model(self.model)
-                result["ids"] = runner.generate(
+                result["ids"] = step_model(self.model, inputs).generate(
                     **inputs,
                     **params.generate_kwargs(),
                     streamer=streamer,

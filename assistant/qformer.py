@@ -205,10 +205,11 @@ def qformer_chat_template(num_query_tokens: int) -> str:
     return chat_template(IMAGE_TOKEN * num_query_tokens + "\n")
 
 
-def text_model(model: PreTrainedModel) -> PreTrainedModel:
-    """What runs a step without pixels (text-only prompts, decoding with a cache): BLIP-2's forward needs pixel
-    values every call, so its language model runs alone; LLaVA models take such steps themselves."""
-    return model.language_model if is_qformer_model(model) else model
+def step_model(model: PreTrainedModel, inputs) -> PreTrainedModel:
+    """What runs a forward or `generate` on `inputs`: the model itself, except for a BLIP-2 step without pixels
+    (a text-only prompt, decoding with a cache), which its language model runs alone, since BLIP-2's own forward
+    and generate want pixel values every call."""
+    return model.language_model if "pixel_values" not in inputs and is_qformer_model(model) else model
 
 
 def _blip2_backbone(
@@ -218,13 +219,15 @@ def _blip2_backbone(
     decoder (no head)."""
     if inputs_embeds is None:
         inputs_embeds = self.get_input_embeddings()(input_ids)
+    interpolate = kwargs.pop("interpolate_pos_encoding", False)
     if pixel_values is not None:
-        features = self.get_image_features(pixel_values, return_dict=True).pooler_output
+        features = self.get_image_features(
+            pixel_values, interpolate_pos_encoding=interpolate, return_dict=True
+        ).pooler_output
         mask = self.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds)
         inputs_embeds = inputs_embeds.masked_scatter(
             mask, features.to(inputs_embeds.device, inputs_embeds.dtype)
         )
-    kwargs.pop("interpolate_pos_encoding", None)
     return self.language_model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
 
 

@@ -97,9 +97,8 @@ def extract(assistant, items: Sequence[ProbeItem], attrs: Sequence[str], max_new
     """Features at every point and the answers: {"features": {attr: {point: (N, D)}}, "answers": {attr: [str]}}."""
     model = assistant.model
     seen: dict[str, torch.Tensor] = {}
-    if is_qformer_model(
-        model
-    ):  # encoder: the tower's output the Q-Former reads; connector: the projected queries
+    # encoder: what the connector reads; connector: what it gives the LM (BLIP-2: the tower's output, the projection)
+    if is_qformer_model(model):
 
         def read_tower(_module, _inputs, output):
             seen["encoder"] = output.last_hidden_state.detach()

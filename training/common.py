@@ -19,7 +19,7 @@ from assistant.errors import ConfigError
 from assistant.modeling import PARTS, save_model, set_trainable
 from assistant.paths import resolve_model_source
 from assistant.processing import load_processor
-from assistant.qformer import BLIP2_MODEL_TYPE, expose_backbone
+from assistant.qformer import expose_backbone, is_qformer_model
 from assistant.threads import apply_threads
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,6 @@ QUANTIZED_LORA_TARGETS = r".*(language_model.*\.(q_proj|k_proj|v_proj|o_proj|gat
 QUANT_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 # The same for a BLIP-2 (Q-Former) model: its connector is `qformer` + `language_projection` (+ `query_tokens`, a
 # parameter, which adapters cannot save: it stays as stage 1 left it under LoRA).
-BLIP2_LORA_TARGETS = DEFAULT_LORA_TARGETS
 BLIP2_QUANTIZED_LORA_TARGETS = (
     r".*(language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)|language_projection)"
 )
@@ -77,7 +76,7 @@ class DataArgs:
 def _is_qformer(model_args: ModelConfig) -> bool:
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(model_args.model_name_or_path).model_type == BLIP2_MODEL_TYPE
+    return is_qformer_model(AutoConfig.from_pretrained(model_args.model_name_or_path))
 
 
 def quantization_config(model_args: ModelConfig) -> BitsAndBytesConfig | None:
@@ -106,7 +105,7 @@ def lora_config(model_args: ModelConfig):
     targets = model_args.lora_target_modules
     if not targets or targets == ["default"]:
         if qformer:
-            targets = BLIP2_QUANTIZED_LORA_TARGETS if quantized else BLIP2_LORA_TARGETS
+            targets = BLIP2_QUANTIZED_LORA_TARGETS if quantized else DEFAULT_LORA_TARGETS
         else:
             targets = QUANTIZED_LORA_TARGETS if quantized else DEFAULT_LORA_TARGETS
     connector = BLIP2_MODULES_TO_SAVE if qformer else ["multi_modal_projector"]

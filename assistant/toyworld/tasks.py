@@ -133,24 +133,24 @@ def _keyed_mixed(task: str, min_turns: int, max_turns: int, skills: frozenset[st
     return make
 
 
+def _rl_detail_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """One detailed-description prompt per scene, scored on the objects it names (the RL stage's default: short
+    questions whose sampled answers all score alike give GRPO no signal; docs/recipe.md)."""
+    return [Conversation(scene.seed, (ask_detail(scene, ctx),), "rl")]
+
+
 def _rl_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     """One question per scene for the RL stage: a detailed description half the time (scored on the objects it
     names), else one short question of the recipe's mix (scored exactly); the scene's ground truth goes with it."""
     rng = ctx.rng
     if rng.random() < 0.5:
-        return [Conversation(scene.seed, (ask_detail(scene, ctx),), "rl")]
+        return _rl_detail_prompt(scene, ctx)
     skills = [s for s in _SFT_MIX if s != "ocr" or scene.texts]
     for _ in range(8):
         qa = SKILLS[rng.choices(skills, [_SFT_MIX[s] for s in skills])[0]](scene, ctx)
         if qa is not None and qa.answer_type != "free":
             return [Conversation(scene.seed, (qa,), "rl")]
-    return [Conversation(scene.seed, (ask_detail(scene, ctx),), "rl")]
-
-
-def _rl_detail_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
-    """One detailed-description prompt per scene, scored on the objects it names (the RL stage's default: short
-    questions whose sampled answers all score alike give GRPO no signal; docs/recipe.md)."""
-    return [Conversation(scene.seed, (ask_detail(scene, ctx),), "rl")]
+    return _rl_detail_prompt(scene, ctx)
 
 
 def _key(qa: QA, by_question: bool) -> tuple[str, str]:

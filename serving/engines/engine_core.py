@@ -38,7 +38,7 @@ from transformers.cache_utils import DynamicLayer
 
 from assistant.errors import AssistantError
 from assistant.inference import Assistant, SamplingParams
-from assistant.qformer import text_model
+from assistant.qformer import step_model
 from assistant.threads import apply_threads
 from serving.engines.decoding import TextTracker, collate, make_generator, sample_row
 
@@ -375,9 +375,9 @@ class EngineCore:
 
 
 def _forward(model, **inputs) -> tuple[torch.Tensor, object]:
-    """(logits, cache) of one step. Steps without pixels run `text_model(model)`: BLIP-2's own forward wants pixel
-    values every call, and keeps its language model's output (and cache) one level down."""
-    out = (model if "pixel_values" in inputs else text_model(model))(**inputs)
+    """(logits, cache) of one step, run by `step_model` (BLIP-2 keeps its language model's output, and cache, one
+    level down)."""
+    out = step_model(model, inputs)(**inputs)
     return out.logits, getattr(out, "language_model_outputs", out).cache
 
 
