@@ -85,7 +85,11 @@ def _write_config(tmp_path: Path, tiny_model_dir: Path, data: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("launcher", ["python", "accelerate"])
+@pytest.mark.parametrize(
+    # slow: test time; the accelerate launch runs the same script, and the recipe runs the stages in-process
+    "launcher",
+    [pytest.param("python", marks=pytest.mark.slow), "accelerate"],
+)
 def test_sft_runs_from_the_command_line(tmp_path, tiny_model_dir, toy_data, launcher):
     config = _write_config(tmp_path, tiny_model_dir, toy_data["instruct"])
     prefix = (
