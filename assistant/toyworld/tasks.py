@@ -180,6 +180,13 @@ TASKS: dict[str, TaskSpec] = {
             _keyed_mixed("instruct_keyed", 1, 4, frozenset({"color", "existence", "shape"})),
             "instruct, with colour, shape and existence answers that first list the objects (an ablation).",
         ),
+        TaskSpec(
+            "instruct_dense",
+            "conversation",
+            _mixed("instruct_dense", 6, 12, text_free_ocr=1, yes_no_by_question=True),
+            "instruct's skills, 6-12 turns per image (more answers per image), 'is there any text?' on text-free "
+            "scenes too (an ablation).",
+        ),
         TaskSpec("rl", "prompt", _rl_prompt, "RL prompts: descriptions and short questions, one per scene."),
         TaskSpec("rl_detail", "prompt", _rl_detail_prompt, "RL prompts: one detailed description per scene."),
         TaskSpec("multiturn", "conversation", _mixed("multiturn", 3, 6), "Follow-up questions, 3-6 turns."),
