@@ -90,7 +90,14 @@ def engine_core_of(proc: subprocess.Popen) -> psutil.Process:
     return core
 
 
-@pytest.mark.parametrize("how", ["sigterm", pytest.param("sigterm-group", marks=pytest.mark.slow), "ctrl-c"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "sigterm",
+        pytest.param("sigterm-group", marks=pytest.mark.slow),
+        pytest.param("ctrl-c", marks=pytest.mark.slow),
+    ],
+)
 def test_a_stop_signal_drains_the_in_flight_request_then_exits(tiny_model_dir, how):
     """SIGTERM to the server (docker stop), to its whole process group (a service manager's stop), or SIGINT
     to the group (Ctrl-C in a terminal), the last two reaching the engine core too: the request in flight
@@ -132,6 +139,7 @@ def test_a_stop_signal_drains_the_in_flight_request_then_exits(tiny_model_dir, h
             proc.wait(10)
 
 
+@pytest.mark.slow  # test time: a server start of its own (~20 s); `make test-resilience` runs it
 def test_a_killed_server_leaves_no_engine_core_behind(tiny_model_dir):
     proc, _ = start_serving(tiny_model_dir)
     try:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from transformers import AutoModelForImageTextToText
 
 from training import ablations, recipe
 
 
 def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
-    work = ["--workdir", str(tmp_path / "toy"), "--smoke", "--no-install", "--grpo", "--ship", "grpo"]
+    work = ["--workdir", str(tmp_path / "toy"), "--smoke", "--no-install"]
     final = recipe.main([*work, "--set", "sft.learning_rate=1e-3"])
-    assert final.name == "final_grpo"  # stage 3b ran beside DPO and carries the card
+    assert final.name == "final"
     model = AutoModelForImageTextToText.from_pretrained(final)
     assert type(model).__name__ == "LlavaNextForConditionalGeneration"
     card = (final / "README.md").read_text()
@@ -20,9 +21,7 @@ def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
     summary = json.loads((tmp_path / "toy" / "evals" / "final" / "summary.json").read_text())
     assert set(summary) == {"vqa", "pope", "chair", "text", "text_ocr_hints", "probe"}
     assert set(summary["pope"]) == {"image", "blind"} and set(summary["probe"]) == {"shape", "color"}
-    grpo_summary = json.loads((tmp_path / "toy" / "evals" / "final_grpo" / "summary.json").read_text())
-    assert set(grpo_summary) == set(summary)
-    assert "descriptions (final)" in card and "descriptions (final_grpo)" in card
+    assert "descriptions (final)" in card and "descriptions (final_grpo)" not in card
     assert "| lm.0 |" in card and "Threads and CPUs" in card and "color @4+" in card
     config = (tmp_path / "toy" / "configs" / "sft.yaml").read_text()
     assert "learning_rate: 0.001" in config  # --set reached the stage's YAML
@@ -34,9 +33,20 @@ def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
     assert again == final
 
 
-def test_recipe_refuses_a_malformed_override():
-    import pytest
+@pytest.mark.slow  # test time: the GRPO stage, its merge and evals on top of the smoke recipe above
+def test_smoke_recipe_with_grpo_ships_the_grpo_model_beside_dpo(tmp_path):
+    work = ["--workdir", str(tmp_path / "toy"), "--smoke", "--no-install", "--grpo", "--ship", "grpo"]
+    final = recipe.main(work)
+    assert final.name == "final_grpo"  # stage 3b ran beside DPO and carries the card
+    card = (final / "README.md").read_text()
+    summary = json.loads((tmp_path / "toy" / "evals" / "final" / "summary.json").read_text())
+    grpo_summary = json.loads((tmp_path / "toy" / "evals" / "final_grpo" / "summary.json").read_text())
+    assert set(grpo_summary) == set(summary)
+    assert "descriptions (final)" in card and "descriptions (final_grpo)" in card
+    assert recipe.main(work) == final
 
+
+def test_recipe_refuses_a_malformed_override():
     with pytest.raises(ValueError, match="write CONFIG.KEY=VALUE"):
         recipe.RecipeArgs(set=["sft.learning_rate"])
     with pytest.raises(ValueError, match="no configs/toy/nope.yaml"):
