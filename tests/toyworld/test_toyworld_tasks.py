@@ -226,3 +226,12 @@ def test_rl_detail_asks_one_description_per_scene():
     assert len(turns) == len(scenes()) and all(
         qa.task == "detail" and qa.answer_type == "free" for _, qa in turns
     )
+
+
+def test_instruct_dense_asks_many_questions_per_image_including_text_free_ocr():
+    convs = build_records("instruct_dense", scenes(), 0)
+    seeds = by_seed()
+    assert sum(len(c.turns) for c in convs) >= 6 * len(convs)  # instruct: 1-4
+    assert all(len({qa.question for qa in c.turns}) == len(c.turns) for c in convs)  # no question repeats
+    text_free = [qa for c in convs for qa in c.turns if qa.task == "ocr" and not seeds[c.scene_seed].texts]
+    assert text_free and all(qa.answer == "No" for qa in text_free)  # "is there any text?" -> "No"
