@@ -40,8 +40,9 @@ class RecipeArgs:
     instruct_task: str = field(
         default="instruct",
         metadata={
-            "help": "Toy-world task of the stage-2 data: instruct (the shipped model's), or sft_mix (an ablation "
-            "that lost shape: docs/recipe.md)."
+            "help": "Toy-world task of the stage-2 data: instruct (the shipped model's), sft_mix (an ablation "
+            "that lost shape) or instruct_dense (6-12 turns per image: position and text presence up, colour "
+            "and counting down; docs/recipe.md)."
         },
     )
     connector: str = field(
