@@ -126,7 +126,8 @@ def _text(completion) -> str:
 def grpo_reward_functions(recall_weight: float = 0.5, count_penalty: float = 0.0) -> list[Callable]:
     """[grounded, format] in TRL's signature: f(prompts, completions, **columns) -> list[float]. The dataset's
     ground-truth columns `answer`, `answer_type` and `objects` (JSON) come in as keyword lists; `recall_weight`
-    is the descriptions' weight of object recall against precision."""
+    is the descriptions' weight of object recall against precision, `count_penalty` the share of a description's
+    reward lost when it states a wrong number of objects."""
     if not 0.0 <= recall_weight <= 1.0:
         raise ValueError(f"recall_weight must be between 0 and 1, got {recall_weight}")
 
