@@ -133,6 +133,7 @@ def crash_run(tmp_path, tiny_model_dir, data, kills: int) -> None:
     )
 
 
+@pytest.mark.slow  # resume is tested in the default run (tests/training/test_stages.py); a real kill here
 def test_training_survives_a_kill(tmp_path, tiny_model_dir, instruct_data):
     crash_run(tmp_path, tiny_model_dir, instruct_data, kills=1)  # 20 kills: the slow test below
 

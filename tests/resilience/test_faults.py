@@ -93,7 +93,9 @@ def engine_core_of(proc: subprocess.Popen) -> psutil.Process:
 @pytest.mark.parametrize(
     "how",
     [
-        "sigterm",
+        # the drain itself is tested in the default run (tests/serving/test_lifecycle.py); the real signals in
+        # `make resilience-slow`, to keep the default run under 10 minutes
+        pytest.param("sigterm", marks=pytest.mark.slow),
         pytest.param("sigterm-group", marks=pytest.mark.slow),
         pytest.param("ctrl-c", marks=pytest.mark.slow),
     ],

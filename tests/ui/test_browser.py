@@ -80,6 +80,7 @@ def test_example_then_clear_starts_a_new_conversation(chat, ui_server, clear):
     assert len(chat.bot_messages()) == 1
 
 
+@pytest.mark.slow  # 20+ s of streaming; the page's other controls are driven in the default run
 def test_stop_ends_a_long_answer(chat, ui_server):
     slider = chat.page.locator("#max-tokens input[type=number]")
     slider.fill("2048")
