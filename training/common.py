@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText, BitsAndBytesConfig, PreTrainedModel
 from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig
+from trl import ModelConfig, SFTTrainer
 
 from assistant.anyres import with_fast_anyres
 from assistant.errors import ConfigError
@@ -21,6 +21,7 @@ from assistant.paths import resolve_model_source
 from assistant.processing import load_processor
 from assistant.qformer import expose_backbone, is_qformer_model
 from assistant.threads import apply_threads
+from training.grounding import GroundingMixin, TokenGrounding
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,14 @@ class DataArgs:
         default_factory=lambda: ["connector", "language_model"],
         metadata={"help": f"Parts trained in full fine-tuning, from {sorted(PARTS)}."},
     )
+    grounding_heads: str | None = field(
+        default=None,
+        metadata={
+            "help": "Stage 0's vision_heads.pt: with grounding_weight > 0, each image token is also trained to point "
+            "at the LM's words for its patch's shape and colour (training/grounding.py; toy towers only)."
+        },
+    )
+    grounding_weight: float = field(default=0.0, metadata={"help": "Weight of the grounding loss (0: off)."})
     threads: int = field(
         default=0,
         metadata={
@@ -68,6 +77,10 @@ class DataArgs:
             raise ConfigError(f"threads must be >= 0 (0: chosen by model size and CPUs), got {self.threads}")
         if not 0.0 <= self.max_skip_share <= 1.0:
             raise ConfigError(f"max_skip_share must be between 0 and 1, got {self.max_skip_share}")
+        if self.grounding_weight < 0:
+            raise ConfigError(f"grounding_weight must be >= 0, got {self.grounding_weight}")
+        if self.grounding_weight > 0 and not self.grounding_heads:
+            raise ConfigError("grounding_weight > 0 needs --grounding_heads (stage 0's vision_heads.pt)")
         unknown = set(self.train_parts) - set(PARTS)
         if unknown:
             raise ConfigError(f"unknown train_parts {sorted(unknown)}; choose from {sorted(PARTS)}")
@@ -187,6 +200,21 @@ class AtomicCheckpointMixin:
         log.info("loading model weights from %s", resume_from_checkpoint)
         loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype)
         model.load_state_dict(loaded.state_dict(), strict=True)
+
+
+class StageTrainer(GroundingMixin, AtomicCheckpointMixin, SFTTrainer):
+    """TRL's SFTTrainer with atomic checkpoints and the optional grounding loss: stages 1 and 2."""
+
+
+def make_stage_trainer(model, processor, data_args: DataArgs, **kwargs) -> StageTrainer:
+    trainer = StageTrainer(model=model, processing_class=processor, **kwargs)
+    if data_args.grounding_weight > 0:
+        if kwargs.get("peft_config") is not None:
+            raise ConfigError("the grounding loss trains the connector in full; use it without --use_peft")
+        trainer.grounding = TokenGrounding(
+            trainer.model, processor.tokenizer, data_args.grounding_heads, data_args.grounding_weight
+        )
+    return trainer
 
 
 def resume_checkpoint(output_dir: str, resume: str | bool | None) -> str | None:

@@ -55,19 +55,18 @@ class TokenGrounding:
             p.requires_grad_(False)
         self.norm, self.dense = heads.dense_norm, heads.dense
         self.n_shapes = len(SHAPES)
-        self.word_ids = [self._single_token(tokenizer, w) for w in (*SHAPES, *COLORS)]
+        self.word_ids = [tokenizer.encode(" " + w, add_special_tokens=False) for w in (*SHAPES, *COLORS)]
         self.embeddings = model.get_input_embeddings()
         self.weight, self.temperature = weight, temperature
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
         self._handle = _find_projector(model).register_forward_hook(self._hook)
         log.info("token grounding on: weight %.2f, heads %s", weight, heads_path)
 
-    @staticmethod
-    def _single_token(tokenizer, word: str) -> int:
-        ids = tokenizer.encode(" " + word, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ConfigError(f"token grounding needs ' {word}' to be one token; the tokenizer gives {ids}")
-        return ids[0]
+    def word_vectors(self) -> torch.Tensor:
+        """(S + C, D) unit vectors: each word's input embedding (the mean of its pieces if the tokenizer splits it;
+        the toy tokenizer keeps every shape and colour whole)."""
+        table = self.embeddings.weight.detach().float()
+        return F.normalize(torch.stack([table[ids].mean(0) for ids in self.word_ids]), dim=-1)
 
     def _hook(self, module, inputs, output) -> None:
         self._last = (inputs[0], output)
@@ -83,8 +82,7 @@ class TokenGrounding:
             objectness = torch.sigmoid(out[..., 0])
             target_shape = out[..., 2 : 2 + s].softmax(-1)
             target_colour = out[..., 2 + s :].softmax(-1)
-        words = F.normalize(self.embeddings.weight.detach()[self.word_ids].float(), dim=-1)
-        logits = F.normalize(tokens.float(), dim=-1) @ words.T / self.temperature
+        logits = F.normalize(tokens.float(), dim=-1) @ self.word_vectors().T / self.temperature
         shape_loss = -(target_shape * logits[..., :s].log_softmax(-1)).sum(-1)
         colour_loss = -(target_colour * logits[..., s:].log_softmax(-1)).sum(-1)
         per_patch = (shape_loss + colour_loss) * objectness

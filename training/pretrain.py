@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import set_seed
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
+from trl import ModelConfig, SFTConfig, TrlParser
 
 from assistant.errors import ConfigError
 from assistant.modeling import CONNECTORS, ModelSpec, build_model, save_model
 from training.common import (
-    AtomicCheckpointMixin,
     DataArgs,
     load_model_for_training,
+    make_stage_trainer,
     resume_checkpoint,
     save_final,
 )
@@ -69,10 +69,6 @@ class PretrainScriptArgs(DataArgs):
             )
 
 
-class AtomicSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
-    pass
-
-
 def assemble(script: PretrainScriptArgs, out: Path, seed: int) -> str:
     """Build the starting model from its parts into `out` (reused on resume), loaded then like any other model."""
     if (out / "config.json").is_file():
@@ -110,7 +106,7 @@ def main(script: PretrainScriptArgs, train: SFTConfig, model_args: ModelConfig) 
         script.dataset, script.image_root, script.max_skip_share, script.max_samples
     )
     report.save(train.output_dir)
-    trainer = AtomicSFTTrainer(model=model, args=train, train_dataset=dataset, processing_class=processor)
+    trainer = make_stage_trainer(model, processor, script, args=train, train_dataset=dataset)
     trainer.train(resume_from_checkpoint=resume_checkpoint(train.output_dir, train.resume_from_checkpoint))
     out = save_final(trainer, processor, train.output_dir, peft=False)
     log.info("stage 1 done: %s", out)

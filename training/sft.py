@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import set_seed
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
+from trl import ModelConfig, SFTConfig, TrlParser
 
 from training.common import (
-    AtomicCheckpointMixin,
     DataArgs,
     load_model_for_training,
     lora_config,
+    make_stage_trainer,
     resume_checkpoint,
     save_final,
 )
@@ -31,10 +31,6 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SFTScriptArgs(DataArgs):
-    pass
-
-
-class AtomicSFTTrainer(AtomicCheckpointMixin, SFTTrainer):
     pass
 
 
@@ -53,11 +49,12 @@ def main(script: SFTScriptArgs, train: SFTConfig, model_args: ModelConfig) -> Pa
         script.dataset, script.image_root, script.max_skip_share, script.max_samples
     )
     report.save(train.output_dir)
-    trainer = AtomicSFTTrainer(
-        model=model,
+    trainer = make_stage_trainer(
+        model,
+        processor,
+        script,
         args=train,
         train_dataset=dataset,
-        processing_class=processor,
         peft_config=lora_config(model_args) if model_args.use_peft else None,
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(train.output_dir, train.resume_from_checkpoint))
