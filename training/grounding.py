@@ -69,7 +69,11 @@ class TokenGrounding:
         return F.normalize(torch.stack([table[ids].mean(0) for ids in self.word_ids]), dim=-1)
 
     def _hook(self, module, inputs, output) -> None:
-        self._last = (inputs[0], output)
+        if self._last is None:  # the first forward of a step: TRL's label-smoothing path runs a no-grad second one
+            self._last = (inputs[0], output)
+
+    def reset(self) -> None:
+        self._last = None
 
     def loss(self) -> torch.Tensor | None:
         if self._last is None:
@@ -98,6 +102,8 @@ class GroundingMixin:
     grounding: TokenGrounding | None = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.grounding is not None:
+            self.grounding.reset()
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         extra = self.grounding.loss() if self.grounding is not None else None
         if extra is None:

@@ -130,6 +130,8 @@ def grpo_reward_functions(recall_weight: float = 0.5, count_penalty: float = 0.0
     reward lost when it states a wrong number of objects."""
     if not 0.0 <= recall_weight <= 1.0:
         raise ValueError(f"recall_weight must be between 0 and 1, got {recall_weight}")
+    if not 0.0 <= count_penalty <= 1.0:
+        raise ValueError(f"count_penalty must be between 0 and 1, got {count_penalty}")
 
     def grounded(prompts, completions, answer, answer_type, objects, **_) -> list[float]:
         return [

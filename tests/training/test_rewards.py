@@ -102,3 +102,5 @@ def test_a_wrong_stated_count_costs_the_count_penalty():
     assert description_reward("There is a red star.", SCENE) == description_reward(
         "There is a red star.", SCENE[:3]
     )
+    with pytest.raises(ValueError, match="count_penalty must be between 0 and 1"):
+        grpo_reward_functions(count_penalty=-0.1)
