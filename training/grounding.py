@@ -9,6 +9,9 @@ the word for the shape that head sees (and likewise for colour), weighted by the
 embeddings are not moved by it. The LM then sees " star" in the question and star-like vectors among the image
 tokens in the same space, which attention can match directly.
 
+Tried as arm T (docs/recipe.md, session 9): the loss is learnt and the LM reads a lone object's shape better, but
+finding an object by its shape did not improve (colour questions 0.49 -> 0.44), so the recipe leaves it off.
+
 Needs a tower with stage 0's heads (`vision_heads.pt`, written by training/bootstrap.py); hub towers have none.
 """
 

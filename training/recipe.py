@@ -41,8 +41,8 @@ class RecipeArgs:
         default="instruct",
         metadata={
             "help": "Toy-world task of the stage-2 data: instruct (the shipped model's), sft_mix (an ablation "
-            "that lost shape) or instruct_dense (6-12 turns per image: position and text presence up, colour "
-            "and counting down; docs/recipe.md)."
+            "that lost shape), instruct_dense (6-12 turns per image: position and text presence up, colour "
+            "and counting down) or instruct_train (text presence up; counting down after DPO; docs/recipe.md)."
         },
     )
     connector: str = field(

@@ -52,7 +52,8 @@ _SFT_MIX: dict[str, float] = {
 # `instruct_train`: the recipe's stage-2 training mix. `instruct`'s skills with position questions 2 -> 3 (position
 # rose with practice alone in arms L and M) and "is there any text?" asked of text-free scenes too (weight 1), where
 # `instruct` asks the `ocr` skill only of scenes with text, so "No" was never trained (arm L: text questions 0.15 ->
-# 0.91 through the API). `instruct` itself stays the skill-VQA eval mix, unchanged.
+# 0.91 through the API). `instruct` itself stays the skill-VQA eval mix, unchanged. Arm P (docs/recipe.md, session
+# 9): text 0.18 -> 0.88, position and colour unchanged, counting lost 0.1 to DPO; not yet the recipe's default.
 _TRAIN_MIX: dict[str, float] = {**_MIX, "position": 3}
 
 
