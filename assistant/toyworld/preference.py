@@ -13,8 +13,16 @@ from .templates import phrase
 from .vocab import COLOR_NAMES, SHAPES, SIZES, article
 
 
-def _wrong_count(ctx: TaskContext, n: int) -> int:
-    return max(0, n + ctx.rng.choice((-2, -1, 1, 1, 2))) if n > 0 else ctx.rng.choice((1, 2, 3))
+def _wrong_count(ctx: TaskContext, n: int, balanced: bool = False) -> int:
+    """A wrong count for a true `n`. The default leans up (3 of 5 above `n`, and 1 only ever loses to 0 or 2-3):
+    over the pairs the rejected count is the larger in 72%, which teaches DPO "say fewer" (docs/recipe.md, session
+    9). `balanced`: as often below `n` as above it, for every `n` > 0."""
+    if n == 0:
+        return ctx.rng.choice((1, 2, 3))
+    if balanced:
+        step = ctx.rng.choice((1, 2)) if n >= 2 else 1
+        return n - step if ctx.rng.random() < 0.5 else n + step
+    return max(0, n + ctx.rng.choice((-2, -1, 1, 1, 2)))
 
 
 def _fake_object(scene: Scene, ctx: TaskContext) -> ObjectGT:
@@ -50,8 +58,9 @@ def _hallucinated_description(scene: Scene, ctx: TaskContext, kind: str) -> str:
     return describe(dataclasses.replace(scene, objects=tuple(objects)))
 
 
-def make_pair(scene: Scene, ctx: TaskContext) -> PreferencePair:
-    """One pair for the scene: a detailed description (half the time) or a short question."""
+def make_pair(scene: Scene, ctx: TaskContext, balanced_counts: bool = False) -> PreferencePair:
+    """One pair for the scene: a detailed description (half the time) or a short question. `balanced_counts`: wrong
+    counts as often below the truth as above it (`_wrong_count`)."""
     rng = ctx.rng
     kind = rng.choice(("object", "attribute", "count"))
     if rng.random() < 0.5:
@@ -63,7 +72,7 @@ def make_pair(scene: Scene, ctx: TaskContext) -> PreferencePair:
     if kind == "count":
         qa = ask_count(scene, ctx)
         return PreferencePair(
-            scene.seed, qa.question, qa.answer, str(_wrong_count(ctx, int(qa.answer))), "count", kind
+            scene.seed, qa.question, qa.answer, str(_wrong_count(ctx, int(qa.answer), balanced_counts)), "count", kind
         )
     if kind == "attribute":
         qa = ask_color(scene, ctx) if rng.random() < 0.5 else ask_shape(scene, ctx)

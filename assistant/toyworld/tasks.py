@@ -212,6 +212,12 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("existence", "conversation", _single("existence"), "Balanced yes/no existence."),
         TaskSpec("ocr", "conversation", _single("ocr"), "Reading printed text."),
         TaskSpec("preference", "preference", _wrap(make_pair), "Grounded vs hallucinated answer pairs."),
+        TaskSpec(
+            "preference_balanced",
+            "preference",
+            _wrap(lambda scene, ctx: make_pair(scene, ctx, balanced_counts=True)),
+            "preference, with wrong counts as often below the truth as above it (an ablation).",
+        ),
         TaskSpec("pope", "pope", make_pope, "POPE yes/no questions: random, popular, adversarial."),
         TaskSpec("chair", "chair", _wrap(make_chair), "Description prompts with CHAIR ground truth."),
     )
