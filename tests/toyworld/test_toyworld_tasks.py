@@ -131,6 +131,22 @@ def test_preference_rejected_contradicts_ground_truth() -> None:
             assert "Is" in r.question or "Does" in r.question or "Can" in r.question
 
 
+def test_balanced_preference_counts_err_as_often_down_as_up() -> None:
+    """The default's wrong counts lean up, which taught DPO to say fewer (docs/recipe.md, session 9)."""
+
+    def up_share(task: str) -> float:
+        pairs = [
+            (int(r.chosen), int(r.rejected))
+            for r in build_records(task, scenes("tiny", 2000), 0)
+            if r.task == "count" and int(r.chosen) > 0
+        ]
+        assert len(pairs) > 100
+        return sum(rejected > chosen for chosen, rejected in pairs) / len(pairs)
+
+    assert 0.4 < up_share("preference_balanced") < 0.6
+    assert up_share("preference") > 0.6
+
+
 def test_chair_ground_truth_and_synonyms() -> None:
     seeds = by_seed()
     for item in build_records("chair", scenes()[:50], 0):
