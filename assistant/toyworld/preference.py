@@ -14,9 +14,9 @@ from .vocab import COLOR_NAMES, SHAPES, SIZES, article
 
 
 def _wrong_count(ctx: TaskContext, n: int, balanced: bool = False) -> int:
-    """A wrong count for a true `n`. The default leans up (3 of 5 above `n`, and 1 only ever loses to 0 or 2-3):
-    over the pairs the rejected count is the larger in 72%, which teaches DPO "say fewer" (docs/recipe.md, session
-    9). `balanced`: as often below `n` as above it, for every `n` > 0."""
+    """A wrong count for a true `n`. The default leans up (3 of 5 above `n`, and 1 only ever loses to 0 or 2-3): over
+    the pairs the rejected count is the larger in 72%. `balanced`: as often below `n` as above it, for every `n` > 0
+    (arm Pb, docs/recipe.md session 9: it did not stop DPO from costing counting, so the recipe keeps the default)."""
     if n == 0:
         return ctx.rng.choice((1, 2, 3))
     if balanced:

@@ -132,7 +132,7 @@ def test_preference_rejected_contradicts_ground_truth() -> None:
 
 
 def test_balanced_preference_counts_err_as_often_down_as_up() -> None:
-    """The default's wrong counts lean up, which taught DPO to say fewer (docs/recipe.md, session 9)."""
+    """The default's wrong counts lean up; the balanced task's do not (docs/recipe.md, session 9)."""
 
     def up_share(task: str) -> float:
         pairs = [
