@@ -47,8 +47,6 @@ class TokenGrounding:
         from assistant.toyworld import COLORS, SHAPES
         from training.stage0.vision import load_heads
 
-        if weight <= 0:
-            raise ConfigError(f"grounding weight must be > 0, got {weight}")
         if not Path(heads_path).is_file():
             raise ConfigError(
                 f"no stage-0 heads at {heads_path}; give the vision_heads.pt training/bootstrap.py wrote"
@@ -62,7 +60,7 @@ class TokenGrounding:
         self.embeddings = model.get_input_embeddings()
         self.weight, self.temperature = weight, temperature
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._handle = _find_projector(model).register_forward_hook(self._hook)
+        _find_projector(model).register_forward_hook(self._hook)
         log.info("token grounding on: weight %.2f, heads %s", weight, heads_path)
 
     def word_vectors(self) -> torch.Tensor:
@@ -95,9 +93,6 @@ class TokenGrounding:
         per_patch = (shape_loss + colour_loss) * objectness
         return self.weight * per_patch.sum() / objectness.sum().clamp(min=1.0)
 
-    def remove(self) -> None:
-        self._handle.remove()
-
 
 class GroundingMixin:
     """Adds `TokenGrounding`'s loss to the trainer's loss when `self.grounding` is set; logs it as `grounding`."""
@@ -113,8 +108,8 @@ class GroundingMixin:
             return result
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["grounding"].append(extra.item())
-        if self.args.gradient_accumulation_steps > 1 and num_items_in_batch is not None:
-            extra = extra / self.args.gradient_accumulation_steps
+        if num_items_in_batch is not None:  # as TRL scales its MoE aux loss: the main loss is already per step
+            extra = extra / self.current_gradient_accumulation_steps
         if return_outputs:
             loss, outputs = result
             return loss + extra, outputs
