@@ -77,7 +77,8 @@ class RecipeArgs:
     rl_task: str = field(
         default="rl_detail",
         metadata={
-            "help": "Toy-world task of the RL prompts: rl_detail (descriptions) or rl (half short questions)."
+            "help": "Toy-world task of the RL prompts: rl_detail (descriptions), rl_detail_count (one in five "
+            "a counting question) or rl (half short questions)."
         },
     )
     ship: str = field(

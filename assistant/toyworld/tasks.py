@@ -145,6 +145,15 @@ def _rl_detail_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     return [Conversation(scene.seed, (ask_detail(scene, ctx),), "rl")]
 
 
+def _rl_detail_count_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """A detailed description per scene, except one scene in five, which gets a counting question (scored exactly):
+    description rewards alone cost counting (docs/recipe.md, arm Dg5), and counting answers differ enough between
+    samples to give GRPO a signal."""
+    if ctx.rng.random() < 0.2:
+        return [Conversation(scene.seed, (SKILLS["count"](scene, ctx),), "rl")]
+    return _rl_detail_prompt(scene, ctx)
+
+
 def _rl_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     """One question per scene for the RL stage: a detailed description half the time (scored on the objects it
     names), else one short question of the recipe's mix (scored exactly); the scene's ground truth goes with it."""
@@ -202,6 +211,12 @@ TASKS: dict[str, TaskSpec] = {
         ),
         TaskSpec("rl", "prompt", _rl_prompt, "RL prompts: descriptions and short questions, one per scene."),
         TaskSpec("rl_detail", "prompt", _rl_detail_prompt, "RL prompts: one detailed description per scene."),
+        TaskSpec(
+            "rl_detail_count",
+            "prompt",
+            _rl_detail_count_prompt,
+            "RL prompts: a detailed description per scene, a counting question for one scene in five.",
+        ),
         TaskSpec("multiturn", "conversation", _mixed("multiturn", 3, 6), "Follow-up questions, 3-6 turns."),
         TaskSpec("detail", "conversation", _single("detail"), "Detailed descriptions."),
         TaskSpec("count", "conversation", _single("count"), "Counting questions."),

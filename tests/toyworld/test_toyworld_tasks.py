@@ -244,6 +244,15 @@ def test_rl_detail_asks_one_description_per_scene():
     )
 
 
+def test_rl_detail_count_mixes_counting_questions_into_descriptions():
+    turns = _turns("rl_detail_count")
+    counts = [qa for _, qa in turns if qa.task == "count"]
+    assert len(turns) == len(scenes())
+    assert all(qa.task in ("detail", "count") for _, qa in turns)
+    assert 0.1 * len(turns) <= len(counts) <= 0.3 * len(turns)
+    assert all(qa.answer_type == "number" and qa.answer.isdigit() for qa in counts)  # the reward parses it
+
+
 def test_instruct_dense_asks_many_questions_per_image_including_text_free_ocr():
     convs = build_records("instruct_dense", scenes(), 0)
     seeds = by_seed()
