@@ -124,6 +124,13 @@ class ModelSpec:
             "e.g. two CLIP tiles wide to see what AnyRes tiles see."
         },
     )
+    qformer_init: str | None = field(
+        default=None,
+        metadata={
+            "help": "qformer: a directory from training/stage0/qformer.py whose query tokens and Q-Former start the "
+            "connector (default: fresh)."
+        },
+    )
     freeze_vision: bool = field(default=True, metadata={"help": "Freeze the vision tower (LLaVA does)."})
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16."})
     seed: int = 0
@@ -131,6 +138,8 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.connector not in CONNECTORS:
             raise ConfigError(f"unknown connector {self.connector!r}; choose from {sorted(CONNECTORS)}")
+        if self.qformer_init and CONNECTORS[self.connector].architecture != "blip-2":
+            raise ConfigError(f"qformer_init starts a Q-Former; the {self.connector!r} connector has none")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"unknown dtype {self.dtype!r}; choose from float32, bfloat16, float16")
         if self.vision_feature_select_strategy not in (None, "default", "full"):
@@ -198,6 +207,7 @@ def build_model(spec: ModelSpec) -> tuple[PreTrainedModel, ProcessorMixin]:
             qformer_heads=spec.qformer_heads,
             image_size=spec.qformer_image_size,
             feature_layer=spec.vision_feature_layer,
+            init=spec.qformer_init,
         )
         return _finish(model, tokenizer, spec), processor
     if vision.config.model_type not in VISION_TOWERS:

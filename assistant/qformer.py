@@ -135,8 +135,10 @@ def build_qformer_model(
     qformer_heads: int | None,
     image_size: int | None,
     feature_layer: int,
+    init: str | None = None,
 ) -> tuple[Blip2ForConditionalGeneration, Blip2Processor]:
-    """A BLIP-2 model: `vision` (CLIP, converted; or BLIP-2's own tower) + a fresh Q-Former + `language`."""
+    """A BLIP-2 model: `vision` (CLIP, converted; or BLIP-2's own tower) + a Q-Former + `language`. The Q-Former is
+    fresh, or with `init` the query tokens and Q-Former that `training/stage0/qformer.py` pretrained on the tower."""
     kind = vision.config.model_type
     if kind == "clip_vision_model":
         tower = blip2_tower_from_clip(vision, image_size or vision.config.image_size, feature_layer)
@@ -152,22 +154,7 @@ def build_qformer_model(
             f"the qformer connector needs a CLIP or BLIP-2 vision tower, got {kind!r}; "
             "use the mlp2x_gelu connector for this tower"
         )
-    hidden = qformer_hidden or tower.config.hidden_size
-    heads = qformer_heads or tower.config.num_attention_heads
-    if hidden % heads:
-        raise ConfigError(f"qformer_hidden {hidden} is not a multiple of qformer_heads {heads}")
-    if num_query_tokens < 1 or qformer_layers < 1:
-        raise ConfigError(
-            f"num_query_tokens and qformer_layers must be >= 1, got {num_query_tokens}, {qformer_layers}"
-        )
-    qformer = Blip2QFormerConfig(
-        hidden_size=hidden,
-        num_hidden_layers=qformer_layers,
-        num_attention_heads=heads,
-        intermediate_size=4 * hidden,
-        encoder_hidden_size=tower.config.hidden_size,
-        cross_attention_frequency=1,
-    )
+    qformer = qformer_config(tower.config, num_query_tokens, qformer_layers, qformer_hidden, qformer_heads)
     config = Blip2Config(
         vision_config=tower.config.to_dict(),
         qformer_config=qformer.to_dict(),
@@ -184,6 +171,8 @@ def build_qformer_model(
         model.query_tokens.normal_(0.0, config.qformer_config.initializer_range)
     model.vision_model.load_state_dict(tower.state_dict())
     model.language_model.load_state_dict(language.state_dict())
+    if init:
+        load_pretrained_qformer(model, init)
     size = tower.config.image_size
     image_processor = BlipImageProcessorPil(
         size={"height": size, "width": size},
@@ -198,6 +187,61 @@ def build_qformer_model(
     )
     processor.chat_template = qformer_chat_template(num_query_tokens)  # its __init__ drops a chat_template
     return model, processor
+
+
+def qformer_config(
+    tower_config, num_query_tokens: int, layers: int, hidden: int | None, heads: int | None
+) -> Blip2QFormerConfig:
+    """The Q-Former over `tower_config`'s features: `hidden` wide (default: the tower's), cross-attention in every
+    layer."""
+    hidden = hidden or tower_config.hidden_size
+    heads = heads or tower_config.num_attention_heads
+    if hidden % heads:
+        raise ConfigError(f"qformer_hidden {hidden} is not a multiple of qformer_heads {heads}")
+    if num_query_tokens < 1 or layers < 1:
+        raise ConfigError(
+            f"num_query_tokens and qformer_layers must be >= 1, got {num_query_tokens}, {layers}"
+        )
+    return Blip2QFormerConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        encoder_hidden_size=tower_config.hidden_size,
+        cross_attention_frequency=1,
+    )
+
+
+QFORMER_WEIGHTS = "qformer.safetensors"
+
+
+def load_pretrained_qformer(model: Blip2ForConditionalGeneration, source: str) -> None:
+    """Copy the query tokens and Q-Former weights saved in directory `source` (QFORMER_WEIGHTS, names as in
+    BLIP-2: `query_tokens`, `qformer.*`) into `model`; a different shape is refused with what to rebuild."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    path = Path(source) / QFORMER_WEIGHTS
+    if not path.is_file():
+        raise ConfigError(
+            f"qformer_init {source!r} has no {QFORMER_WEIGHTS}; build it with python -m training.stage0.qformer"
+        )
+    weights = load_file(path)
+    own = model.state_dict()
+    wrong = [
+        f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape) if k in own else 'absent'})"
+        for k, v in weights.items()
+        if not (k == "query_tokens" or k.startswith("qformer.")) or k not in own or own[k].shape != v.shape
+    ]
+    missing = [k for k in own if (k == "query_tokens" or k.startswith("qformer.")) and k not in weights]
+    if wrong or missing:
+        raise ConfigError(
+            f"the Q-Former in {source!r} does not fit this model ({', '.join(wrong[:3] + missing[:3])}); "
+            "pretrain it with the same num_query_tokens, qformer_layers, qformer_hidden and qformer_heads"
+        )
+    model.load_state_dict(weights, strict=False)
+    log.info("Q-Former and %d query tokens from %s", weights["query_tokens"].shape[1], source)
 
 
 def qformer_chat_template(num_query_tokens: int) -> str:

@@ -59,6 +59,10 @@ class PretrainScriptArgs(DataArgs):
     qformer_image_size: int | None = field(
         default=None, metadata={"help": "qformer: image side the tower reads (default: the tower's)."}
     )
+    qformer_init: str | None = field(
+        default=None,
+        metadata={"help": "qformer: start from the Q-Former pretrained by training/stage0/qformer.py (a directory)."},
+    )
     train_parts: list[str] = field(default_factory=lambda: ["connector"], metadata={"help": "Trained parts."})
 
     def __post_init__(self) -> None:
@@ -86,6 +90,7 @@ def assemble(script: PretrainScriptArgs, out: Path, seed: int) -> str:
         qformer_hidden=script.qformer_hidden,
         qformer_heads=script.qformer_heads,
         qformer_image_size=script.qformer_image_size,
+        qformer_init=script.qformer_init,
         seed=seed,
     )
     model, processor = build_model(spec)

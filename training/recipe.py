@@ -194,14 +194,18 @@ def stage0_config(work: Path, seed: int, smoke: bool, extra: dict | None = None)
     return stage_config("bootstrap", work, (BootstrapArgs, VisionArgs, LanguageArgs, ProbeArgs), **overrides)
 
 
-def stage_config(name: str, work: Path, parsers: tuple, **overrides) -> tuple:
-    """Parse configs/toy/NAME.yaml with its runs/toy/ paths moved under `work`."""
+def stage_yaml(name: str, work: Path, **overrides) -> dict:
+    """configs/toy/NAME.yaml with its runs/toy/ paths moved under `work`, and `overrides`."""
     text = (CONFIGS / f"{name}.yaml").read_text()
     text = text.replace("runs/toy_qformer/", f"{work.as_posix()}/").replace(
         "runs/toy/", f"{work.as_posix()}/"
     )
-    config = yaml.safe_load(text)
-    config.update(overrides)
+    return {**yaml.safe_load(text), **overrides}
+
+
+def stage_config(name: str, work: Path, parsers: tuple, **overrides) -> tuple:
+    """Parse configs/toy/NAME.yaml with its runs/toy/ paths moved under `work`."""
+    config = stage_yaml(name, work, **overrides)
     path = work / "configs" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -293,6 +297,27 @@ def run(args: RecipeArgs) -> Path:
         if args.smoke:
             tower_args.steps, tower_args.eval_scenes = 3, 4
         timed("stage0_blip2_tower", distill, tower_args)
+
+    stage1_qformer = (
+        stage_yaml("pretrain_qformer", work, **extra.get("pretrain_qformer", {})) if qformer else {}
+    )
+    slots = stage1_qformer.get("qformer_init")
+    if slots and not (Path(slots) / "qformer_report.json").is_file():
+        from training.stage0.qformer import QFormerArgs
+        from training.stage0.qformer import pretrain as pretrain_slots
+
+        slot_args = QFormerArgs(
+            tower=str(stage0 / "vision_blip2"),
+            out=slots,
+            num_query_tokens=stage1_qformer.get("num_query_tokens", 32),
+            qformer_layers=stage1_qformer.get("qformer_layers", 2),
+            qformer_hidden=stage1_qformer.get("qformer_hidden"),
+            qformer_heads=stage1_qformer.get("qformer_heads"),
+            seed=args.seed,
+        )
+        if args.smoke:
+            slot_args.steps, slot_args.eval_scenes = 3, 4
+        timed("stage0_qformer_slots", pretrain_slots, slot_args)
 
     def config_of(name: str) -> str:
         """The stage's YAML: NAME_qformer.yaml for the Q-Former where it exists."""
