@@ -64,6 +64,7 @@ def test_pretraining_makes_the_queries_depend_on_the_image_and_starts_stage_1(tm
         num_query_tokens=8,
         qformer_layers=1,
         grid=2,
+        train_tower="positions",
         steps=150,
         batch=8,
         lr=1e-2,

@@ -16,7 +16,9 @@ the token's place in the sequence says where the object is. Objects past a cell'
 
 The distilled tower gives every patch the position it has inside its AnyRes tile (what CLIP saw), so patches of
 different tiles look alike to a query that must find its cell; by default the tower's position embeddings train
-beside the Q-Former (`--train_tower positions`; `all` also trains the rest of the tower at a tenth of the rate).
+and the rest of it at a tenth of the rate, beside the Q-Former (`--train_tower all`; `positions`: only those;
+`none`). Measured on the toy tower (1,500 steps, 128 held-out scenes, docs/connectors.md): slot shape / colour
+0.56 / 0.59 with the tower frozen, 0.82 / 0.88 with its positions trained, 0.86 / 0.89 with all of it.
 OUT is then a BLIP-2 vision tower directory (the tower the queries learnt to read, trained or not) with the
 Q-Former's weights beside it (`qformer.safetensors`): stage 1 takes it as both `vision` and `qformer_init`.
 
@@ -77,7 +79,7 @@ class QFormerArgs:
         default=4, metadata={"help": "Cells per image side; each owns num_query_tokens/grid**2."}
     )
     train_tower: str = field(
-        default="positions",
+        default="all",
         metadata={
             "help": "What of the tower trains beside the Q-Former: none, positions (its position embeddings, at the "
             "full rate) or all (positions at the full rate, the rest at a tenth)."
