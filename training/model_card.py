@@ -115,6 +115,14 @@ def write_model_card(
             "(configs/toy/pretrain_qformer.yaml), over stage 0's CLIP tower converted to BLIP-2's class and distilled "
             "back onto its features (training/stage0/blip2_tower.py); docs/connectors.md compares it with the MLP.\n"
         )
+        slots = stage0 / "qformer" / "qformer_report.json"
+        if slots.is_file():
+            after = json.loads(slots.read_text())["held_out_after"]
+            connector += (
+                "Its queries were pretrained in stage 0 as object slots (training/stage0/qformer.py); on held-out "
+                f"scenes the slots read shape {after['shape']:.2f}, colour {after['color']:.2f}, "
+                f"objectness {after['objectness']:.2f}.\n"
+            )
     else:
         tag, kind, connector = "llava-next", "A LLaVA-NeXT model", ""
     card = f"""---

@@ -55,6 +55,7 @@ def test_smoke_recipe_with_the_qformer_pretrains_its_queries_in_stage_0(tmp_path
     assert slots["args"]["tower"] == str(work / "stage0" / "vision_blip2")
     stage1 = (work / "configs" / "pretrain_qformer.yaml").read_text()
     assert f"qformer_init: {work}/stage0/qformer" in stage1 and f"vision: {work}/stage0/qformer" in stage1
+    assert "pretrained in stage 0 as object slots" in (final / "README.md").read_text()
 
 
 def test_recipe_refuses_a_malformed_override():
