@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from trl import GRPOConfig, ModelConfig
 
+from assistant.errors import ConfigError
 from tests.training.conftest import train_config
 from training import grpo
 
@@ -98,3 +99,22 @@ def test_grpo_resumes_from_its_last_checkpoint_and_reproduces_the_run(tmp_path, 
     assert len(set(rewards(straight, "reward"))) > 1  # the sampled answers differ: a real comparison
     assert rewards(resumed, "reward")[-2:] == pytest.approx(rewards(straight, "reward")[-2:], rel=1e-4)
     assert rewards(resumed, "loss")[-2:] == pytest.approx(rewards(straight, "loss")[-2:], rel=1e-3, abs=1e-6)
+
+
+def test_grpo_stops_once_the_kl_reaches_its_target(tmp_path, rl_data, tiny_model_dir):
+    out = grpo.main(
+        grpo.GRPOScriptArgs(dataset=str(rl_data), kl_target=1e-6, kl_window=1),
+        grpo_config(tmp_path / "grpo", max_steps=8, learning_rate=3e-2, beta=0.04),
+        ModelConfig(model_name_or_path=str(tiny_model_dir), use_peft=True, lora_r=4, lora_alpha=8),
+        reward_funcs=[e_share],
+    )
+    kl = rewards(out, "kl")
+    assert kl[0] == 0.0  # the first step samples from the reference itself
+    assert 2 <= len(kl) < 8 and kl[-1] >= 1e-6, kl  # stopped at the first log past the target
+    assert (out / "adapter_model.safetensors").is_file()
+    with pytest.raises(ConfigError, match="needs beta > 0"):
+        grpo.main(
+            grpo.GRPOScriptArgs(dataset=str(rl_data), kl_target=0.01),
+            grpo_config(tmp_path / "nokl", max_steps=2),
+            ModelConfig(model_name_or_path=str(tiny_model_dir)),
+        )
