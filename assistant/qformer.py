@@ -17,10 +17,12 @@ The model is transformers' `Blip2ForConditionalGeneration` around any causal LM:
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from transformers import (
     Blip2Config,
     Blip2ForConditionalGeneration,
@@ -218,10 +220,6 @@ QFORMER_WEIGHTS = "qformer.safetensors"
 def load_pretrained_qformer(model: Blip2ForConditionalGeneration, source: str) -> None:
     """Copy the query tokens and Q-Former weights saved in directory `source` (QFORMER_WEIGHTS, names as in
     BLIP-2: `query_tokens`, `qformer.*`) into `model`; a different shape is refused with what to rebuild."""
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
     path = Path(source) / QFORMER_WEIGHTS
     if not path.is_file():
         raise ConfigError(
