@@ -62,7 +62,12 @@ class TowerArgs:
 def scene_pixels(seeds: list[int], preset: str, size: int) -> np.ndarray:
     """(B, size, size, 3) uint8 renders of the scenes."""
     config = get_preset(preset)
-    images = [render(generate_scene(seed, config)).convert("RGB") for seed in seeds]
+    return render_pixels([generate_scene(seed, config) for seed in seeds], size)
+
+
+def render_pixels(scenes: list, size: int) -> np.ndarray:
+    """(B, size, size, 3) uint8: each scene rendered and resized bicubically (as the BLIP-2 processor does)."""
+    images = [render(scene).convert("RGB") for scene in scenes]
     return np.stack([np.asarray(img.resize((size, size), Image.Resampling.BICUBIC)) for img in images])
 
 

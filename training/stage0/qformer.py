@@ -50,10 +50,10 @@ from assistant.qformer import QFORMER_WEIGHTS, qformer_config
 from assistant.threads import apply_threads
 from assistant.toyworld import COLORS, SHAPES
 from assistant.toyworld.generate import generate_scene
-from assistant.toyworld.render import render
 from assistant.toyworld.scene import Scene, get_preset
 from assistant.toyworld.vocab import SIZES
 
+from .blip2_tower import render_pixels
 from .config import HOLDOUT_BASE
 from .views import normalise
 
@@ -202,16 +202,8 @@ class SceneImages:
         self.config, self.size = get_preset(preset), size
 
     def __call__(self, seeds: list[int]) -> tuple[list[Scene], torch.Tensor]:
-        from PIL import Image
-
         scenes = [generate_scene(seed, self.config) for seed in seeds]
-        pixels = np.stack(
-            [
-                np.asarray(render(s).convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC))
-                for s in scenes
-            ]
-        )
-        return scenes, normalise(pixels)
+        return scenes, normalise(render_pixels(scenes, self.size))
 
 
 @torch.no_grad()
