@@ -78,7 +78,8 @@ class RecipeArgs:
         default="rl_detail",
         metadata={
             "help": "Toy-world task of the RL prompts: rl_detail (descriptions), rl_detail_count (one in five "
-            "a counting question) or rl (half short questions)."
+            "a counting question), rl_detail_mix (two in five a short question of any skill) or rl (half short "
+            "questions)."
         },
     )
     ship: str = field(

@@ -154,6 +154,22 @@ def _rl_detail_count_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     return _rl_detail_prompt(scene, ctx)
 
 
+def _rl_detail_mix_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """A detailed description for three scenes in five, else one short question of `instruct`'s skills (text
+    reading left out: its answers are free text), scored exactly. GRPO on descriptions alone moves short answers too
+    (existence and POPE F1 fell in every arm that cut CHAIR_i by half; docs/recipe.md); the short questions reward
+    keeping them right while the descriptions change. `rl_detail_count` did this for counting alone."""
+    rng = ctx.rng
+    if rng.random() < 0.6:
+        return _rl_detail_prompt(scene, ctx)
+    skills = [s for s in _MIX if s != "ocr"]
+    for _ in range(8):
+        qa = SKILLS[rng.choices(skills, [_MIX[s] for s in skills])[0]](scene, ctx)
+        if qa is not None and qa.answer_type != "free":
+            return [Conversation(scene.seed, (qa,), "rl")]
+    return _rl_detail_prompt(scene, ctx)
+
+
 def _rl_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     """One question per scene for the RL stage: a detailed description half the time (scored on the objects it
     names), else one short question of the recipe's mix (scored exactly); the scene's ground truth goes with it."""
@@ -216,6 +232,13 @@ TASKS: dict[str, TaskSpec] = {
             "prompt",
             _rl_detail_count_prompt,
             "RL prompts: a detailed description per scene, a counting question for one scene in five.",
+        ),
+        TaskSpec(
+            "rl_detail_mix",
+            "prompt",
+            _rl_detail_mix_prompt,
+            "RL prompts: a detailed description for three scenes in five, else a short question of instruct's "
+            "skills (no reading).",
         ),
         TaskSpec("multiturn", "conversation", _mixed("multiturn", 3, 6), "Follow-up questions, 3-6 turns."),
         TaskSpec("detail", "conversation", _single("detail"), "Detailed descriptions."),

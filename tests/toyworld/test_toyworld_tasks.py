@@ -253,6 +253,15 @@ def test_rl_detail_count_mixes_counting_questions_into_descriptions():
     assert all(qa.answer_type == "number" and qa.answer.isdigit() for qa in counts)  # the reward parses it
 
 
+def test_rl_detail_mix_asks_descriptions_and_short_questions_with_exact_answers():
+    turns = _turns("rl_detail_mix")
+    short = [qa for _, qa in turns if qa.task != "detail"]
+    assert len(turns) == len(scenes())
+    assert 0.25 * len(turns) <= len(short) <= 0.55 * len(turns)
+    assert {qa.task for qa in short} >= {"existence", "color", "count"}
+    assert all(qa.answer_type != "free" and qa.task != "ocr" for qa in short)  # the reward parses each
+
+
 def test_instruct_dense_asks_many_questions_per_image_including_text_free_ocr():
     convs = build_records("instruct_dense", scenes(), 0)
     seeds = by_seed()
