@@ -220,7 +220,7 @@ def bench_paired_c1(args: ServeBenchArgs, model_dir: str, images: list) -> dict:
             return statistics.median(one(q, img).latency for q, img in work)
 
         def server_wave() -> float:
-            samples, _ = asyncio.run(_wave(server.base_url, model, server_work, 1, args.max_tokens))
+            samples, _ = asyncio.run(client_wave(server.base_url, model, server_work, 1, args.max_tokens))
             return statistics.median(s.latency for s in samples)
 
         generate_wave(), server_wave()  # warm-up
@@ -281,7 +281,7 @@ async def _request(client, model: str, question: str, url: str, max_tokens: int)
     return Sample((first or end) - start, end - start, tokens, pieces)
 
 
-async def _wave(
+async def client_wave(
     base_url: str, model: str, work: list[tuple[str, str]], concurrency: int, max_tokens: int
 ) -> tuple:
     from openai import AsyncOpenAI
@@ -312,10 +312,10 @@ def bench_server(args: ServeBenchArgs, kind: str, model_dir: str, levels: list[i
     try:
         for c in levels:
             work = workload(wave_size(args, c), urls)  # the same questions, the images as data URLs
-            asyncio.run(_wave(base, model, work[:c], c, args.max_tokens))  # warm-up
+            asyncio.run(client_wave(base, model, work[:c], c, args.max_tokens))  # warm-up
             waves, samples = [], []
             for _ in tqdm(range(args.repeats), desc=f"{kind} server c={c}", leave=False):
-                wave, wall = asyncio.run(_wave(base, model, work, c, args.max_tokens))
+                wave, wall = asyncio.run(client_wave(base, model, work, c, args.max_tokens))
                 waves.append(wave_stats(wave, wall))
                 samples += wave
             results[str(c)] = aggregate(waves, samples)

@@ -92,7 +92,7 @@ def one_core_busy(busy: bool) -> Iterator[None]:
 
 
 def serving(args: ThreadsBenchArgs, model_dir: str, threads: int, images: list) -> dict:
-    from benchmarks.serve import _wave, data_url, workload
+    from benchmarks.serve import client_wave, data_url, workload
 
     urls = [data_url(image) for image in images]
     server = ServerProcess("project", model_dir, max_batch_size=16, threads=threads)
@@ -107,10 +107,10 @@ def serving(args: ThreadsBenchArgs, model_dir: str, threads: int, images: list) 
         out = {"engine_threads": engine_threads}
         for c in (1, 8):
             work = workload(max(args.requests, c), urls)
-            asyncio.run(_wave(server.base_url, model, work[:c], c, args.max_tokens))  # warm-up
+            asyncio.run(client_wave(server.base_url, model, work[:c], c, args.max_tokens))  # warm-up
             latencies, rates = [], []
             for _ in range(args.repeats):
-                samples, wall = asyncio.run(_wave(server.base_url, model, work, c, args.max_tokens))
+                samples, wall = asyncio.run(client_wave(server.base_url, model, work, c, args.max_tokens))
                 latencies.append(statistics.median(s.latency for s in samples))
                 rates.append(sum(s.tokens for s in samples) / wall)
             out[f"c{c}_latency_s"] = summary(latencies)

@@ -47,6 +47,9 @@ def test_connectors_quick_compares_an_mlp_and_a_qformer_model(tiny_model_dir, ti
     for row in (mlp, qformer):
         assert row["ttft_ms_c1"] > 0 and row["output_tokens_per_s_c2"] > 0
     assert report["ratios_to_baseline"][str(tiny_model_dir)]["ttft_ms_c1"] == 1.0
+    # paired rounds: both servers up at once, each round's TTFT over the baseline's of the same round
+    assert mlp["paired_ttft_ratio_c1"]["median"] == 1.0 and mlp["paired_ttft_ratio_c1"]["n"] == 2
+    assert qformer["paired_ttft_ms_c1"] > 0 and qformer["paired_ttft_ratio_c1"]["min"] > 0
 
 
 def test_preprocess_quick_measures_anyres_and_ocr(tiny_model_dir, tmp_path):
