@@ -61,7 +61,9 @@ class PretrainScriptArgs(DataArgs):
     )
     qformer_init: str | None = field(
         default=None,
-        metadata={"help": "qformer: start from the Q-Former pretrained by training/stage0/qformer.py (a directory)."},
+        metadata={
+            "help": "qformer: start from the Q-Former pretrained by training/stage0/qformer.py (a directory)."
+        },
     )
     train_parts: list[str] = field(default_factory=lambda: ["connector"], metadata={"help": "Trained parts."})
 

@@ -2,7 +2,7 @@
 arrive at stage 1 already reading the objects.
 
     python -m training.stage0.qformer --tower runs/toy/stage0/vision_blip2 --out runs/toy/stage0/qformer \
-        --num_query_tokens 32 --qformer_layers 2
+        --num_query_tokens 16 --qformer_layers 2
 
 Without it, stage 1 starts from queries that are each a near-uniform average over the patches: their output hardly
 depends on the image, and the LM learns the captions' language prior instead of reading them (docs/connectors.md).
@@ -67,7 +67,9 @@ class QFormerArgs:
         metadata={"help": "The BLIP-2 vision tower directory (training/stage0/blip2_tower.py)."}
     )
     out: str = field(metadata={"help": f"Where the Q-Former goes ({QFORMER_WEIGHTS} + report)."})
-    num_query_tokens: int = field(default=32, metadata={"help": "Query tokens: a multiple of grid**2."})
+    num_query_tokens: int = field(
+        default=16, metadata={"help": "Query tokens: a multiple of grid**2 (the toy config: 16)."}
+    )
     qformer_layers: int = field(default=2, metadata={"help": "Q-Former layers."})
     qformer_hidden: int | None = field(
         default=None, metadata={"help": "Q-Former width (default: the tower's)."}
