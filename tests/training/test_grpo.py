@@ -23,6 +23,13 @@ def rl_data(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("rl") / "rl", task="rl", n=8, seed=90)
 
 
+@pytest.fixture(scope="module")
+def anchor_data(tmp_path_factory) -> Path:
+    from assistant.toyworld import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("anchor") / "instruct", task="instruct", n=8, seed=91)
+
+
 def grpo_config(out: Path, **overrides) -> GRPOConfig:
     base = dict(num_generations=4, per_device_train_batch_size=8, max_completion_length=12, beta=0.0)
     return train_config(GRPOConfig, out, **{**base, **overrides})
@@ -75,8 +82,11 @@ def test_grpo_with_grounded_rewards_trains_only_the_adapter_and_skips_corrupt_im
     )  # never the vision tower
 
 
-def test_grpo_resumes_from_its_last_checkpoint_and_reproduces_the_run(tmp_path, rl_data, tiny_model_dir):
-    args = grpo.GRPOScriptArgs(dataset=str(rl_data))
+def test_grpo_resumes_from_its_last_checkpoint_and_reproduces_the_run(
+    tmp_path, rl_data, anchor_data, tiny_model_dir
+):
+    # with an anchor: its batches are a function of the step, so the resumed run sees the same ones
+    args = grpo.GRPOScriptArgs(dataset=str(rl_data), anchor_dataset=str(anchor_data), anchor_weight=0.5)
     model_args = ModelConfig(model_name_or_path=str(tiny_model_dir))
     straight = grpo.main(
         args,
@@ -99,6 +109,9 @@ def test_grpo_resumes_from_its_last_checkpoint_and_reproduces_the_run(tmp_path, 
     assert len(set(rewards(straight, "reward"))) > 1  # the sampled answers differ: a real comparison
     assert rewards(resumed, "reward")[-2:] == pytest.approx(rewards(straight, "reward")[-2:], rel=1e-4)
     assert rewards(resumed, "loss")[-2:] == pytest.approx(rewards(straight, "loss")[-2:], rel=1e-3, abs=1e-6)
+    assert rewards(resumed, "anchor_loss")[-2:] == pytest.approx(
+        rewards(straight, "anchor_loss")[-2:], rel=1e-3
+    )
 
 
 def test_grpo_stops_once_the_kl_reaches_its_target(tmp_path, rl_data, tiny_model_dir):
@@ -117,4 +130,37 @@ def test_grpo_stops_once_the_kl_reaches_its_target(tmp_path, rl_data, tiny_model
             grpo.GRPOScriptArgs(dataset=str(rl_data), kl_target=0.01),
             grpo_config(tmp_path / "nokl", max_steps=2),
             ModelConfig(model_name_or_path=str(tiny_model_dir)),
+        )
+
+
+def test_grpo_anchor_adds_the_supervised_loss_of_stage_2_conversations(
+    tmp_path, rl_data, anchor_data, tiny_model_dir
+):
+    model_args = ModelConfig(model_name_or_path=str(tiny_model_dir), use_peft=True, lora_r=4, lora_alpha=8)
+    config = dict(max_steps=6, learning_rate=3e-2, temperature=1.0, logging_steps=1)
+    anchored = grpo.main(
+        grpo.GRPOScriptArgs(dataset=str(rl_data), anchor_dataset=str(anchor_data), anchor_weight=5.0),
+        grpo_config(tmp_path / "anchored", **config),
+        model_args,
+        reward_funcs=[e_share],
+    )
+    losses = rewards(anchored, "anchor_loss")
+    assert len(losses) == 6 and all(0 < x < 20 for x in losses)
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses  # a heavy anchor is learnt: its loss falls
+    alone = grpo.main(
+        grpo.GRPOScriptArgs(dataset=str(rl_data)),
+        grpo_config(tmp_path / "alone", **config),
+        model_args,
+        [e_share],
+    )
+    assert not rewards(alone, "anchor_loss")
+    a, b = load_file(anchored / "adapter_model.safetensors"), load_file(alone / "adapter_model.safetensors")
+    assert any(
+        not torch.equal(a[k], b[k]) for k in a
+    )  # same seed, same prompts: the anchor moved the weights
+    with pytest.raises(ConfigError, match="needs both anchor_dataset and anchor_weight"):
+        grpo.main(
+            grpo.GRPOScriptArgs(dataset=str(rl_data), anchor_weight=1.0),
+            grpo_config(tmp_path / "half", max_steps=1),
+            model_args,
         )
