@@ -46,6 +46,11 @@ def _hallucinated_description(scene: Scene, ctx: TaskContext, kind: str) -> str:
             )
         else:
             objects[i] = dataclasses.replace(o, shape=ctx.rng.choice([s for s in SHAPES if s != o.shape]))
+    elif kind == "swap" and objects:
+        # a real object replaced by one that is not there, in its place: the stated count stays true
+        i = ctx.rng.randrange(len(objects))
+        fake = _fake_object(scene, ctx)
+        objects[i] = dataclasses.replace(objects[i], shape=fake.shape, color=fake.color)
     elif kind == "count" and objects:
         # duplicate or drop objects so that the stated count is wrong
         n = _wrong_count(ctx, len(objects))
@@ -58,13 +63,20 @@ def _hallucinated_description(scene: Scene, ctx: TaskContext, kind: str) -> str:
     return describe(dataclasses.replace(scene, objects=tuple(objects)))
 
 
-def make_pair(scene: Scene, ctx: TaskContext, balanced_counts: bool = False) -> PreferencePair:
+def make_pair(
+    scene: Scene, ctx: TaskContext, balanced_counts: bool = False, keep_count: bool = False
+) -> PreferencePair:
     """One pair for the scene: a detailed description (half the time) or a short question. `balanced_counts`: wrong
-    counts as often below the truth as above it (`_wrong_count`)."""
+    counts as often below the truth as above it (`_wrong_count`). `keep_count`: a rejected description never
+    misstates how many objects there are: an invented object replaces a real one ("swap") instead of joining them,
+    and no description pair is about the count (DPO on the pairs that add objects cost counting; docs/recipe.md,
+    arms Pe and Pf)."""
     rng = ctx.rng
     kind = rng.choice(("object", "attribute", "count"))
     if rng.random() < 0.5:
         kind = kind if scene.objects else "object"
+        if keep_count and scene.objects:
+            kind = "swap" if kind != "attribute" else kind
         rejected = chosen = describe(scene)
         while rejected == chosen:
             rejected = _hallucinated_description(scene, ctx, kind)
@@ -72,7 +84,12 @@ def make_pair(scene: Scene, ctx: TaskContext, balanced_counts: bool = False) -> 
     if kind == "count":
         qa = ask_count(scene, ctx)
         return PreferencePair(
-            scene.seed, qa.question, qa.answer, str(_wrong_count(ctx, int(qa.answer), balanced_counts)), "count", kind
+            scene.seed,
+            qa.question,
+            qa.answer,
+            str(_wrong_count(ctx, int(qa.answer), balanced_counts)),
+            "count",
+            kind,
         )
     if kind == "attribute":
         qa = ask_color(scene, ctx) if rng.random() < 0.5 else ask_shape(scene, ctx)

@@ -256,6 +256,13 @@ TASKS: dict[str, TaskSpec] = {
             _wrap(lambda scene, ctx: make_pair(scene, ctx, balanced_counts=True)),
             "preference, with wrong counts as often below the truth as above it (an ablation).",
         ),
+        TaskSpec(
+            "preference_keep_count",
+            "preference",
+            _wrap(lambda scene, ctx: make_pair(scene, ctx, keep_count=True)),
+            "preference, with rejected descriptions that keep the true count: an invented object replaces a real "
+            "one (an ablation).",
+        ),
         TaskSpec("pope", "pope", make_pope, "POPE yes/no questions: random, popular, adversarial."),
         TaskSpec("chair", "chair", _wrap(make_chair), "Description prompts with CHAIR ground truth."),
     )

@@ -147,6 +147,25 @@ def test_balanced_preference_counts_err_as_often_down_as_up() -> None:
     assert up_share("preference") > 0.6
 
 
+def test_keep_count_preference_descriptions_state_the_true_count_and_invent_an_object() -> None:
+    from assistant.toyworld import chair_words
+    from training.rewards import mentioned_objects, stated_count
+
+    seeds = by_seed()
+    details = [r for r in build_records("preference_keep_count", scenes(), 0) if r.task == "detail"]
+    assert details and {r.hallucination for r in details} <= {"swap", "attribute", "object"}
+    swaps = [r for r in details if r.hallucination == "swap"]
+    assert len(swaps) > len(details) / 2
+    for r in details:
+        n = len(seeds[r.scene_seed].objects)
+        assert stated_count(r.rejected) == stated_count(r.chosen) == n or (
+            n == 0 and r.hallucination == "object"
+        )
+    for r in swaps:  # the rejected description names a shape or colour-shape the scene does not hold
+        truth = {(o.color, o.shape) for o in seeds[r.scene_seed].objects}
+        assert set(mentioned_objects(r.rejected)) - truth and chair_words(r.rejected)
+
+
 def test_chair_ground_truth_and_synonyms() -> None:
     seeds = by_seed()
     for item in build_records("chair", scenes()[:50], 0):
