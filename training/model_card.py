@@ -91,6 +91,21 @@ def chair_line(metrics: dict[str, dict]) -> str:
     return "\n\n".join(lines)
 
 
+def visual_tokens(model_dir: Path) -> int:
+    """Image tokens the model's processor writes for one toy-world image (AnyRes views, or a Q-Former's queries)."""
+    from assistant.processing import load_processor
+    from assistant.toyworld import PRESETS, generate_scene, render
+
+    processor = load_processor(model_dir)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    image = render(generate_scene(0, PRESETS["tiny"]))
+    ids = processor(images=[image], text=[prompt], return_tensors="pt")["input_ids"][0]
+    config = json.loads((model_dir / "config.json").read_text())
+    image_token = config.get("image_token_id", config.get("image_token_index"))
+    return int((ids == image_token).sum())
+
+
 def write_model_card(
     model_dir: Path,
     *,
@@ -108,10 +123,11 @@ def write_model_card(
     stage0_report = json.loads((stage0 / "stage0_report.json").read_text())
     weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     config = json.loads((model_dir / "config.json").read_text())
+    tokens = visual_tokens(model_dir)
     if config.get("model_type") == "blip-2":
         tag, kind = "blip-2", "A BLIP-2 (Q-Former connector) model"
         connector = (
-            f"\nConnector: a Q-Former, {config['num_query_tokens']} query tokens per image "
+            f"\nConnector: a Q-Former, {tokens} query tokens per image "
             "(configs/toy/pretrain_qformer.yaml), over stage 0's CLIP tower converted to BLIP-2's class and distilled "
             "back onto its features (training/stage0/blip2_tower.py); docs/connectors.md compares it with the MLP.\n"
         )
@@ -124,7 +140,11 @@ def write_model_card(
                 f"objectness {after['objectness']:.2f}.\n"
             )
     else:
-        tag, kind, connector = "llava-next", "A LLaVA-NeXT model", ""
+        tag, kind = "llava-next", "A LLaVA-NeXT model"
+        connector = (
+            f"\nConnector: an MLP projector over AnyRes views (the whole image and its tiles), {tokens} visual tokens "
+            "per toy-world image; docs/connectors.md compares it with the Q-Former connector.\n"
+        )
     card = f"""---
 license: apache-2.0
 library_name: transformers

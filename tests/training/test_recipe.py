@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-from transformers import AutoModelForImageTextToText
+from transformers import AutoConfig, AutoModelForImageTextToText
 
 from training import ablations, recipe
 
@@ -23,6 +24,9 @@ def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
     assert set(summary["pope"]) == {"image", "blind"} and set(summary["probe"]) == {"shape", "color"}
     assert "descriptions (final)" in card and "descriptions (final_grpo)" not in card
     assert "| lm.0 |" in card and "Threads and CPUs" in card and "color @4+" in card
+    assert re.search(
+        r"Connector: an MLP projector over AnyRes views .*, \d+ visual tokens per toy-world image", card
+    )
     config = (tmp_path / "toy" / "configs" / "sft.yaml").read_text()
     assert "learning_rate: 0.001" in config  # --set reached the stage's YAML
     rows = ablations.table([tmp_path / "toy"], ["stage2", "final"]).splitlines()
@@ -49,13 +53,20 @@ def test_smoke_recipe_with_grpo_ships_the_grpo_model_beside_dpo(tmp_path):
 @pytest.mark.slow  # test time: a second smoke recipe
 def test_smoke_recipe_with_the_qformer_pretrains_its_queries_in_stage_0(tmp_path):
     work = tmp_path / "toy_qformer"
-    final = recipe.main(["--workdir", str(work), "--smoke", "--connector", "qformer"])  # not installed by default
-    assert type(AutoModelForImageTextToText.from_pretrained(final)).__name__ == "Blip2ForConditionalGeneration"
+    final = recipe.main(
+        ["--workdir", str(work), "--smoke", "--connector", "qformer"]
+    )  # not installed by default
+    assert (
+        type(AutoModelForImageTextToText.from_pretrained(final)).__name__ == "Blip2ForConditionalGeneration"
+    )
     slots = json.loads((work / "stage0" / "qformer" / "qformer_report.json").read_text())
     assert slots["args"]["tower"] == str(work / "stage0" / "vision_blip2")
     stage1 = (work / "configs" / "pretrain_qformer.yaml").read_text()
     assert f"qformer_init: {work}/stage0/qformer" in stage1 and f"vision: {work}/stage0/qformer" in stage1
-    assert "pretrained in stage 0 as object slots" in (final / "README.md").read_text()
+    card = (final / "README.md").read_text()
+    assert "pretrained in stage 0 as object slots" in card
+    tokens = AutoConfig.from_pretrained(final).num_query_tokens
+    assert f"Connector: a Q-Former, {tokens} query tokens per image" in card
 
 
 def test_recipe_refuses_a_malformed_override():
