@@ -137,7 +137,7 @@ def test_grpo_anchor_adds_the_supervised_loss_of_stage_2_conversations(
     tmp_path, rl_data, anchor_data, tiny_model_dir
 ):
     model_args = ModelConfig(model_name_or_path=str(tiny_model_dir), use_peft=True, lora_r=4, lora_alpha=8)
-    config = dict(max_steps=6, learning_rate=3e-2, temperature=1.0, logging_steps=1)
+    config = dict(max_steps=4, learning_rate=3e-2, temperature=1.0, logging_steps=1)
     anchored = grpo.main(
         grpo.GRPOScriptArgs(dataset=str(rl_data), anchor_dataset=str(anchor_data), anchor_weight=5.0),
         grpo_config(tmp_path / "anchored", **config),
@@ -145,7 +145,7 @@ def test_grpo_anchor_adds_the_supervised_loss_of_stage_2_conversations(
         reward_funcs=[e_share],
     )
     losses = rewards(anchored, "anchor_loss")
-    assert len(losses) == 6 and all(0 < x < 20 for x in losses)
+    assert len(losses) == 4 and all(0 < x < 20 for x in losses)
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses  # a heavy anchor is learnt: its loss falls
     alone = grpo.main(
         grpo.GRPOScriptArgs(dataset=str(rl_data)),
