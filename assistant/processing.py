@@ -120,3 +120,14 @@ def load_processor(source: str | Path) -> ProcessorMixin:
         if path is not None:
             processor.chat_template = Path(path).read_text(encoding="utf-8")
     return processor
+
+
+def image_question_tokens(processor: ProcessorMixin, config, image, question: str) -> tuple[int, int]:
+    """(image tokens, prompt tokens) of one user turn holding `image` and `question`, with the generation prompt:
+    the visual tokens a model's processor writes per image (AnyRes views, or a Q-Former's queries) and the whole
+    prompt's length. `config`: the model's config (it names the image token)."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    ids = processor(images=[image], text=[prompt], return_tensors="pt")["input_ids"][0]
+    image_token = getattr(config, "image_token_id", None) or config.image_token_index
+    return int((ids == image_token).sum()), int(ids.shape[0])

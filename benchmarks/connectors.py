@@ -119,22 +119,18 @@ def static_figures(model_dir: str, image) -> dict:
     """Visual tokens per image, prompt tokens of one image question, and KV-cache bytes per value position."""
     from transformers import AutoConfig
 
-    from assistant.processing import load_processor
+    from assistant.processing import image_question_tokens, load_processor
 
     config = AutoConfig.from_pretrained(model_dir)
-    processor = load_processor(model_dir)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS[0]}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    ids = processor(images=[image], text=[prompt], return_tensors="pt")["input_ids"][0]
-    image_token = getattr(config, "image_token_id", None) or config.image_token_index
+    visual, prompt = image_question_tokens(load_processor(model_dir), config, image, QUESTIONS[0])
     text = config.text_config
     heads = text.num_attention_heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     return {
         "architecture": config.architectures[0] if config.architectures else config.model_type,
-        "visual_tokens_per_image": int((ids == image_token).sum()),
-        "prompt_tokens": int(ids.shape[0]),
+        "visual_tokens_per_image": visual,
+        "prompt_tokens": prompt,
         "kv_bytes_per_token": 2 * text.num_hidden_layers * kv_heads * head_dim * 2,  # fp16/bf16 cache
     }
 

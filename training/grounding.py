@@ -70,9 +70,8 @@ class TokenGrounding:
         return F.normalize(torch.stack([table[ids].mean(0) for ids in self.word_ids]), dim=-1)
 
     def _hook(self, module, inputs, output) -> None:
-        if (
-            self._last is None
-        ):  # the first forward of a step: TRL's label-smoothing path runs a no-grad second one
+        # the first forward of a step: TRL's label-smoothing path runs a no-grad second one
+        if self._last is None:
             self._last = (inputs[0], output)
 
     def reset(self) -> None:
@@ -110,9 +109,8 @@ class GroundingMixin:
             return result
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["grounding"].append(extra.item())
-        if (
-            num_items_in_batch is not None
-        ):  # as TRL scales its MoE aux loss: the main loss is already per step
+        # as TRL scales its MoE aux loss: the main loss is already per step
+        if num_items_in_batch is not None:
             extra = extra / self.current_gradient_accumulation_steps
         if return_outputs:
             loss, outputs = result

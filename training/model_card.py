@@ -93,17 +93,14 @@ def chair_line(metrics: dict[str, dict]) -> str:
 
 def visual_tokens(model_dir: Path) -> int:
     """Image tokens the model's processor writes for one toy-world image (AnyRes views, or a Q-Former's queries)."""
-    from assistant.processing import load_processor
+    from transformers import AutoConfig
+
+    from assistant.processing import image_question_tokens, load_processor
     from assistant.toyworld import PRESETS, generate_scene, render
 
-    processor = load_processor(model_dir)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     image = render(generate_scene(0, PRESETS["tiny"]))
-    ids = processor(images=[image], text=[prompt], return_tensors="pt")["input_ids"][0]
-    config = json.loads((model_dir / "config.json").read_text())
-    image_token = config.get("image_token_id", config.get("image_token_index"))
-    return int((ids == image_token).sum())
+    config = AutoConfig.from_pretrained(model_dir)
+    return image_question_tokens(load_processor(model_dir), config, image, "?")[0]
 
 
 def write_model_card(

@@ -155,9 +155,8 @@ def test_grpo_anchor_adds_the_supervised_loss_of_stage_2_conversations(
     )
     assert not rewards(alone, "anchor_loss")
     a, b = load_file(anchored / "adapter_model.safetensors"), load_file(alone / "adapter_model.safetensors")
-    assert any(
-        not torch.equal(a[k], b[k]) for k in a
-    )  # same seed, same prompts: the anchor moved the weights
+    # same seed, same prompts: the anchor moved the weights
+    assert any(not torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="needs both anchor_dataset and anchor_weight"):
         grpo.main(
             grpo.GRPOScriptArgs(dataset=str(rl_data), anchor_weight=1.0),

@@ -53,12 +53,9 @@ def test_smoke_recipe_with_grpo_ships_the_grpo_model_beside_dpo(tmp_path):
 @pytest.mark.slow  # test time: a second smoke recipe
 def test_smoke_recipe_with_the_qformer_pretrains_its_queries_in_stage_0(tmp_path):
     work = tmp_path / "toy_qformer"
-    final = recipe.main(
-        ["--workdir", str(work), "--smoke", "--connector", "qformer"]
-    )  # not installed by default
-    assert (
-        type(AutoModelForImageTextToText.from_pretrained(final)).__name__ == "Blip2ForConditionalGeneration"
-    )
+    final = recipe.main(["--workdir", str(work), "--smoke", "--connector", "qformer"])  # not installed
+    model = AutoModelForImageTextToText.from_pretrained(final)
+    assert type(model).__name__ == "Blip2ForConditionalGeneration"
     slots = json.loads((work / "stage0" / "qformer" / "qformer_report.json").read_text())
     assert slots["args"]["tower"] == str(work / "stage0" / "vision_blip2")
     stage1 = (work / "configs" / "pretrain_qformer.yaml").read_text()
