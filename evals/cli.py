@@ -1,7 +1,8 @@
-"""`assistant eval pope|chair|vqa|ocr|judge ...`: run one benchmark and write its report.
+"""`assistant eval pope|chair|vqa|ocr|judge ...`: run one benchmark and write its report; `compare` two runs.
 
 assistant eval pope --data data/toy-pope --blind --out reports/pope              # embedded model
 assistant eval vqa --config configs/evals/toy_vqa.yaml --base-url http://127.0.0.1:8000/v1 --model toy
+assistant eval compare runs/toy/evals/stage2 runs/toy/evals/final   # is a change real? (evals/compare.py)
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, markdown
+
+    a, b = Path(args.a), Path(args.b)
+    sys.stdout.write(markdown(compare(a, b, args.resamples, args.seed), a, b) + "\n")
+    return 0
+
+
 def add_subcommand(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="Evaluate a model: POPE, CHAIR, skill VQA, OCR, judge, probe.")
     benchmarks = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
@@ -90,3 +99,14 @@ def add_subcommand(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--n", type=int, default=400, help="Toy-world scenes when no --data (default: 400).")
     b.add_argument("--out", help="Directory for probe.json and probe.md.")
     b.set_defaults(func=cmd_probe)
+    b = benchmarks.add_parser(
+        "compare",
+        help="Two models' evals on the same questions: each metric's difference with a paired-bootstrap interval.",
+    )
+    b.add_argument(
+        "a", help="Eval directory of model A (holding vqa/, pope/, chair/ reports), e.g. the baseline."
+    )
+    b.add_argument("b", help="Eval directory of model B, on the same data.")
+    b.add_argument("--resamples", type=int, default=2000, help="Bootstrap resamples (default: 2000).")
+    b.add_argument("--seed", type=int, default=0, help="Seed of the resampling (default: 0).")
+    b.set_defaults(func=cmd_compare)

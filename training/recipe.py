@@ -183,6 +183,38 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         from training.ocr_hints import add_ocr_hints
 
         add_ocr_hints(out["instruct"], args.ocr_hint_share, seed=args.seed)
+    if args.grpo:
+        out["anchor"] = write_anchor(out["instruct"], work / "data" / "anchor")
+    return out
+
+
+def write_anchor(instruct: Path, out: Path, drop: tuple[str, ...] = ("detail", "caption")) -> Path:
+    """GRPO's anchor set: stage 2's conversations (OCR hints included) whose image is never described.
+
+    Anchoring on all of stage 2 held the descriptions where stage 2 left them (a seventh of its conversations hold
+    a ground-truth description) and GRPO cut no hallucinations; without them it holds the short answers while the
+    descriptions move (arms Dg11-Dg15, docs/recipe.md). The images stay in `instruct` (a link)."""
+    if (out / "manifest.json").is_file():
+        return out
+    described = set()
+    with open(instruct / "qa.jsonl") as f:
+        for line in f:
+            qa = json.loads(line)
+            if qa["task"] in drop:
+                described.add(qa["image"])
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    kept = total = 0
+    with open(instruct / "messages.jsonl") as src, open(out / "messages.jsonl", "w") as dst:
+        for line in src:
+            total += 1
+            if not described.intersection(json.loads(line)["images"]):
+                dst.write(line)
+                kept += 1
+    (out / "images").symlink_to(os.path.relpath(instruct / "images", out))
+    manifest = {"task": "anchor", "source": str(instruct), "dropped_tasks": list(drop), "records": kept}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    log.info("anchor: %d of %d conversations of %s (none describes its image)", kept, total, instruct)
     return out
 
 

@@ -47,7 +47,26 @@ def test_smoke_recipe_with_grpo_ships_the_grpo_model_beside_dpo(tmp_path):
     grpo_summary = json.loads((tmp_path / "toy" / "evals" / "final_grpo" / "summary.json").read_text())
     assert set(grpo_summary) == set(summary)
     assert "descriptions (final)" in card and "descriptions (final_grpo)" in card
+    grpo_config = (tmp_path / "toy" / "configs" / "grpo.yaml").read_text()
+    assert f"anchor_dataset: {tmp_path / 'toy'}/data/anchor" in grpo_config  # the recipe wrote the anchor set
     assert recipe.main(work) == final
+
+
+def test_anchor_set_keeps_the_conversations_that_never_describe_their_image(tmp_path):
+    from assistant.toyworld import make_dataset
+    from training.data import load_sft_dataset
+
+    instruct = make_dataset(tmp_path / "instruct", task="instruct", n=60, seed=20_000_000)
+    anchor = recipe.write_anchor(instruct, tmp_path / "anchor")
+    qa = [json.loads(line) for line in (instruct / "qa.jsonl").read_text().splitlines()]
+    described = {q["image"] for q in qa if q["task"] == "detail"}
+    rows = [json.loads(line) for line in (anchor / "messages.jsonl").read_text().splitlines()]
+    total = len((instruct / "messages.jsonl").read_text().splitlines())
+    assert described and 0 < len(rows) == total - len(described)
+    assert not described.intersection(img for row in rows for img in row["images"])
+    dataset, report = load_sft_dataset(anchor)  # the images resolve through the link into instruct
+    assert len(dataset) == len(rows) and report.skipped == 0
+    assert recipe.write_anchor(instruct, anchor) == anchor  # written once
 
 
 @pytest.mark.slow  # test time: a second smoke recipe

@@ -44,6 +44,13 @@ class VisionArgs:
         default=1.0,
         metadata={"help": "Weight of the per-object loss (shape, colour from its pooled patches)."},
     )
+    shape_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Extra weight of the shape terms (per-patch and per-object) inside the dense loss: above 1 "
+            "makes shape as loud in the patch tokens as colour (issue 14, arm E)."
+        },
+    )
     contrastive_weight: float = field(default=0.5, metadata={"help": "Weight of the contrastive loss."})
     contrastive_loss: str = field(default="infonce", metadata={"help": f"Contrastive loss: {LOSSES}."})
     hard_negatives: int = field(

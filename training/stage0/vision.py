@@ -265,11 +265,12 @@ def train_vision(args: VisionArgs, config: SceneConfig, seed: int, seed_start: i
         losses["clip_scene"] = contrastive_loss(
             scene_emb, heads.text(scene_txt), scene_txt, heads, args.contrastive_loss
         )
-        dense = sum(
-            losses[k] for k in ("objectness", "centre", "shape", "color", "count", "silhouette", "part")
-        )
+        dense = sum(losses[k] for k in ("objectness", "centre", "color", "count", "silhouette", "part"))
+        dense = dense + args.shape_weight * losses["shape"]
         if args.object_weight:
-            dense = dense + args.object_weight * (losses["object_shape"] + losses["object_color"])
+            dense = dense + args.object_weight * (
+                args.shape_weight * losses["object_shape"] + losses["object_color"]
+            )
         total = args.dense_weight * dense + args.contrastive_weight * (
             losses["clip_view"] + losses["clip_scene"]
         )

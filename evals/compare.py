@@ -1,0 +1,194 @@
+"""Is a change real? Two models' evals on the same questions, compared item by item.
+
+    assistant eval compare runs/armD/evals/stage2 runs/armG/evals/final_grpo
+
+For every benchmark both directories hold (vqa, pope, chair: the reports `assistant eval` and the recipe write),
+the answers are re-scored per item with the evals' own scorers, and each metric's difference B - A gets a 95%
+interval from a paired bootstrap: the same resampled questions for both models, so what both got right or wrong
+cancels. On 600 questions one model's accuracy has a standard error near 0.02, while the paired difference of two
+close models is often known to +-0.01; a difference whose interval holds 0 is not a change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .chair import chair_item
+from .clients import EvalError
+from .data import load_chair, load_pope, load_qa
+from .parsing import final_answer, parse_yes_no
+from .vqa import answer_credit
+
+log = logging.getLogger(__name__)
+
+# per-item columns -> metric, for a set of item indices
+Metric = Callable[[dict[str, np.ndarray], np.ndarray], float]
+
+
+def _mean(column: str) -> Metric:
+    return lambda cols, idx: float(cols[column][idx].mean())
+
+
+def _ratio(num: str, den: str) -> Metric:
+    def metric(cols: dict[str, np.ndarray], idx: np.ndarray) -> float:
+        d = cols[den][idx].sum()
+        return float(cols[num][idx].sum() / d) if d else 0.0
+
+    return metric
+
+
+def _f1(cols: dict[str, np.ndarray], idx: np.ndarray) -> float:
+    tp, fp, fn = (cols[k][idx].sum() for k in ("tp", "fp", "fn"))
+    return float(2 * tp / (2 * tp + fp + fn)) if tp else 0.0
+
+
+@dataclass(frozen=True)
+class Row:
+    benchmark: str
+    metric: str
+    n: int
+    a: float
+    b: float
+    low: float  # 95% interval of b - a
+    high: float
+
+    @property
+    def diff(self) -> float:
+        return self.b - self.a
+
+    @property
+    def changed(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def _report(run: Path, bench: str) -> dict | None:
+    path = run / bench / "report.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _answers(run: Path, bench: str, rows: list[dict]) -> list[str]:
+    answers = {}
+    with (run / bench / "answers.jsonl").open(encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if not row["blind"]:
+                answers[row["question_id"]] = row["answer"]
+    return [
+        answers.get(r["question_id"], "") for r in rows
+    ]  # refused questions score as empty, as in the report
+
+
+def _rows(report: dict, bench: str) -> list[dict]:
+    source, limit = Path(report["dataset"]["source"]), report["config"].get("limit")
+    loader = {"vqa": load_qa, "pope": load_pope, "chair": load_chair}[bench]
+    rows = loader(source).rows
+    rows = rows[:limit] if limit else rows
+    if bench == "vqa":
+        rows = [r for r in rows if r.get("answer_type") != "free"]
+    if len(rows) != report["dataset"]["n"]:
+        raise EvalError(
+            f"{source}: {len(rows)} questions rebuilt, the report scored {report['dataset']['n']}"
+        )
+    return rows
+
+
+def _columns(bench: str, rows: list[dict], answers: list[str], vocabulary: str) -> dict[str, np.ndarray]:
+    if bench == "vqa":
+        credit = [
+            answer_credit(r["answer_type"], r["answer"], a)[0] for r, a in zip(rows, answers, strict=True)
+        ]
+        return {"credit": np.array(credit)}
+    if bench == "pope":
+        labels = np.array([r["label"].strip().lower() == "yes" for r in rows])
+        pred = [parse_yes_no(final_answer(a)) for a in answers]
+        said_yes = np.array([p == "yes" for p in pred])
+        return {
+            "correct": np.array(
+                [(p == "yes") == lab and p is not None for p, lab in zip(pred, labels, strict=True)]
+            ),
+            "yes": said_yes,
+            "tp": said_yes & labels,
+            "fp": said_yes & ~labels,
+            "fn": ~said_yes & labels,
+        }
+    items = [chair_item(a, set(r["objects"]), vocabulary) for r, a in zip(rows, answers, strict=True)]
+    return {
+        "mentions": np.array([len(m) for m, _ in items]),
+        "hallucinated": np.array([len(h) for _, h in items]),
+        "with_hallucination": np.array([bool(h) for _, h in items]),
+        "covered": np.array([len(set(m) & set(r["objects"])) for (m, _), r in zip(items, rows, strict=True)]),
+        "truth": np.array([len(set(r["objects"])) for r in rows]),
+    }
+
+
+# benchmark -> (metric name as in the reports, how to compute it, the rows it covers: all or one task)
+METRICS: dict[str, list[tuple[str, Metric]]] = {
+    "vqa": [("accuracy", _mean("credit"))],
+    "pope": [("f1", _f1), ("accuracy", _mean("correct")), ("yes_ratio", _mean("yes"))],
+    "chair": [
+        ("chair_i", _ratio("hallucinated", "mentions")),
+        ("chair_s", _mean("with_hallucination")),
+        ("coverage", _ratio("covered", "truth")),
+    ],
+}
+
+
+def compare(a: Path, b: Path, resamples: int = 2000, seed: int = 0) -> list[Row]:
+    """Paired-bootstrap rows for every benchmark both eval directories hold (VQA also per task)."""
+    rng = np.random.default_rng(seed)
+    out: list[Row] = []
+    for bench, metrics in METRICS.items():
+        report_a, report_b = _report(a, bench), _report(b, bench)
+        if report_a is None or report_b is None:
+            continue
+        if report_a["dataset"]["hash"] != report_b["dataset"]["hash"]:
+            raise EvalError(
+                f"{a / bench} and {b / bench} scored different data; compare runs on one eval set"
+            )
+        rows = _rows(report_a, bench)
+        vocabulary = report_a["config"].get("vocabulary", "toyworld")
+        cols = [_columns(bench, rows, _answers(run, bench, rows), vocabulary) for run in (a, b)]
+        groups = {"all": np.arange(len(rows))}
+        if bench == "vqa":
+            for task in sorted({r["task"] for r in rows}):
+                groups[task] = np.array([i for i, r in enumerate(rows) if r["task"] == task])
+        for group, idx in groups.items():
+            draws = rng.integers(0, len(idx), size=(resamples, len(idx)))
+            for name, metric in metrics:
+                values = [metric(c, idx) for c in cols]
+                if group == "all":  # the per-item rescoring must reproduce each report's own figure
+                    for run, report, value in ((a, report_a, values[0]), (b, report_b, values[1])):
+                        reported = report["scores"]["image"]["all"].get(name)
+                        if reported is not None and abs(reported - value) > 1e-6:
+                            raise EvalError(
+                                f"{run / bench}: rescored {name} {value:.4f}, report {reported:.4f}"
+                            )
+                diffs = np.array([metric(cols[1], idx[d]) - metric(cols[0], idx[d]) for d in draws])
+                low, high = np.percentile(diffs, [2.5, 97.5])
+                label = name if group == "all" else f"{name} ({group})"
+                out.append(Row(bench, label, len(idx), values[0], values[1], float(low), float(high)))
+    if not out:
+        raise EvalError(f"{a} and {b} share no vqa, pope or chair report; point at two eval directories")
+    return out
+
+
+def markdown(rows: list[Row], a: Path, b: Path) -> str:
+    lines = [
+        f"A = {a}, B = {b}; 95% interval of B - A from a paired bootstrap; * = the interval excludes 0",
+        "",
+        "| benchmark | metric | n | A | B | B - A | 95% interval |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        star = " *" if r.changed else ""
+        lines.append(
+            f"| {r.benchmark} | {r.metric} | {r.n} | {r.a:.3f} | {r.b:.3f} | {r.diff:+.3f}{star} | "
+            f"{r.low:+.3f} .. {r.high:+.3f} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""`assistant eval compare`: two runs' reports on one eval set, re-scored item by item, with paired intervals.
+
+The answers are planted in each run's answer cache (a right answer for every question in run A, known mistakes in
+run B), then the real benchmark jobs score them and write the reports that compare reads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from assistant.toyworld import SHAPES, make_dataset
+from evals.clients import EvalError, InProcessClient
+from evals.compare import compare, markdown
+from evals.config import EvalArgs
+from evals.data import load_chair, load_pope, load_qa
+from evals.jobs import run_benchmark
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare-sets")
+    return {
+        "vqa": make_dataset(root / "vqa", task="instruct", n=30, seed=0, eval_split=True),
+        "pope": make_dataset(root / "pope", task="pope", n=10, seed=100_000, eval_split=True),
+        "chair": make_dataset(root / "chair", task="chair", n=20, seed=200_000, eval_split=True),
+    }
+
+
+def _run(tmp_path, name, client, sets, answer_of) -> None:
+    """Evaluate run `name`: every answer comes from a planted cache, `answer_of(bench, index, row)`."""
+    loaders = {"vqa": load_qa, "pope": load_pope, "chair": load_chair}
+    for bench, data in sets.items():
+        out = tmp_path / name / bench
+        out.mkdir(parents=True)
+        rows = [r for r in loaders[bench](data).rows if r.get("answer_type") != "free"]
+        with (out / "answers.jsonl").open("w") as f:
+            for i, row in enumerate(rows):
+                answer = answer_of(bench, i, row)
+                f.write(
+                    json.dumps(
+                        {
+                            "question_id": row["question_id"],
+                            "blind": False,
+                            "model": client.name,
+                            "answer": answer,
+                        }
+                    )
+                    + "\n"
+                )
+        run_benchmark(bench, EvalArgs(data=str(data), out=str(out)), client)
+
+
+def _right(bench, i, row):
+    if bench == "vqa":
+        return row["answer"]
+    if bench == "pope":
+        return row["label"].capitalize()
+    return "I see " + " and ".join(f"a {o}" for o in row["objects"]) + "." if row["objects"] else "Nothing."
+
+
+def _worse(bench, i, row):
+    if bench == "vqa":
+        return "zzz" if i % 2 else row["answer"]  # half the questions unanswered
+    if bench == "pope":
+        return "Yes"  # yes to everything
+    absent = next(s for s in SHAPES if s not in row["objects"])
+    return _right(bench, i, row)[:-1] + f" and a {absent}."  # one invented object per description
+
+
+def test_compare_finds_the_planted_changes_and_none_between_equal_runs(tiny_assistant, sets, tmp_path):
+    client = InProcessClient(tiny_assistant)
+    _run(tmp_path, "a", client, sets, _right)
+    _run(tmp_path, "b", client, sets, _worse)
+    _run(tmp_path, "a2", client, sets, _right)
+    rows = {(r.benchmark, r.metric): r for r in compare(tmp_path / "a", tmp_path / "b", resamples=500)}
+    vqa = rows[("vqa", "accuracy")]
+    assert vqa.a == 1.0 and vqa.b == pytest.approx(1 - (vqa.n // 2) / vqa.n)  # odd indices wrong
+    assert vqa.changed and vqa.high < 0 < vqa.a - vqa.b
+    assert any(metric.startswith("accuracy (") for _, metric in rows)  # per task too
+    pope = rows[("pope", "yes_ratio")]
+    assert pope.b == 1.0 and pope.changed and pope.low > 0
+    assert rows[("pope", "f1")].a == 1.0 and rows[("pope", "f1")].changed
+    chair = rows[("chair", "chair_i")]
+    assert chair.a == 0.0 and chair.b > 0 and chair.changed
+    assert rows[("chair", "coverage")].a == rows[("chair", "coverage")].b == 1.0  # nothing dropped
+    same = compare(tmp_path / "a", tmp_path / "a2", resamples=200)
+    assert all(r.diff == 0 and r.low == r.high == 0 and not r.changed for r in same)
+    table = markdown(list(rows.values()), tmp_path / "a", tmp_path / "b")
+    assert "| vqa | accuracy |" in table and " *" in table
+
+
+def test_compare_refuses_runs_on_different_data(tiny_assistant, sets, tmp_path):
+    client = InProcessClient(tiny_assistant)
+    _run(tmp_path, "a", client, {"vqa": sets["vqa"]}, _right)
+    other = make_dataset(tmp_path / "other", task="instruct", n=30, seed=7, eval_split=True)
+    _run(tmp_path, "b", client, {"vqa": other}, _right)
+    with pytest.raises(EvalError, match="scored different data"):
+        compare(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(EvalError, match="share no vqa, pope or chair report"):
+        compare(tmp_path / "a" / "vqa", tmp_path / "b")
