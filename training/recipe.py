@@ -212,7 +212,13 @@ def write_anchor(instruct: Path, out: Path, drop: tuple[str, ...] = ("detail", "
                 dst.write(line)
                 kept += 1
     (out / "images").symlink_to(os.path.relpath(instruct / "images", out))
-    manifest = {"task": "anchor", "source": str(instruct), "dropped_tasks": list(drop), "records": kept}
+    manifest = {
+        "task": "anchor",
+        "source": str(instruct),
+        "dropped_tasks": list(drop),
+        "n": kept,
+        "records": kept,
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     log.info("anchor: %d of %d conversations of %s (none describes its image)", kept, total, instruct)
     return out
@@ -260,7 +266,7 @@ def evaluate(
         "limit": limit,
         "blind": blind,
         "probe_n": probe_n,
-        "data": {k: str(v) for k, v in data.items()},
+        "data": {k: str(v) for k, v in data.items() if k.startswith("eval_")},  # what the evals read
     }
     if (
         summary.is_file()
