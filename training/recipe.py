@@ -154,6 +154,11 @@ def _yaml_value(text: str):
     return value
 
 
+class Reused(dict):
+    """What a step returns when it found its work done before (its data or evals): the recipe keeps the time the
+    step took when it did the work (work/timings.json) instead of the seconds it took to find it."""
+
+
 def _done(path: Path) -> bool:
     return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
 
@@ -172,20 +177,24 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     }
     if args.grpo:
         plan["rl"] = (args.rl_task, args.n_rl, args.seed + 40_000_000, False)
-    out = {}
+    out, built = {}, False
     for name, (task, n, seed, eval_split) in plan.items():
         path = work / "data" / name
         if not (path / "manifest.json").is_file():
             shutil.rmtree(path, ignore_errors=True)
             make_dataset(path, task=task, n=n, seed=seed, eval_split=eval_split)
+            built = True
         out[name] = path
     if args.ocr_hint_share > 0:
         from training.ocr_hints import add_ocr_hints
 
+        hinted = "ocr_hints" in json.loads((out["instruct"] / "manifest.json").read_text())
         add_ocr_hints(out["instruct"], args.ocr_hint_share, seed=args.seed)
+        built = built or not hinted
     if args.grpo:
+        built = built or not (work / "data" / "anchor" / "manifest.json").is_file()
         out["anchor"] = write_anchor(out["instruct"], work / "data" / "anchor")
-    return out
+    return out if built else Reused(out)
 
 
 def write_anchor(instruct: Path, out: Path, drop: tuple[str, ...] = ("detail", "caption")) -> Path:
@@ -275,7 +284,7 @@ def evaluate(
         and summary.stat().st_mtime > (model_dir / "config.json").stat().st_mtime
     ):
         log.info("evals of %s: done before with the same settings, read from %s", model_dir, summary)
-        return json.loads(summary.read_text())
+        return Reused(json.loads(summary.read_text()))
     runs = [("vqa", "vqa", "eval_vqa", "off"), ("pope", "pope", "eval_pope", "off")]
     if blind:
         runs += [("chair", "chair", "eval_chair", "off")]
@@ -299,14 +308,21 @@ def run(args: RecipeArgs) -> Path:
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    # seconds each step took when it did its work; a resumed recipe keeps those of the steps it skips
+    timings_file = work / "timings.json"
+    timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     metrics: dict[str, dict] = {}
 
     def timed(name: str, fn, *a):
         start = time.perf_counter()
         result = fn(*a)
-        timings[name] = round(time.perf_counter() - start, 1)
-        log.info("%s: %.0f s", name, timings[name])
+        seconds = round(time.perf_counter() - start, 1)
+        if isinstance(result, Reused) and name in timings:
+            log.info("%s: done before (%.0f s then)", name, timings[name])
+        else:
+            timings[name] = seconds
+            log.info("%s: %.0f s", name, seconds)
+            timings_file.write_text(json.dumps(timings, indent=1))
         return result
 
     if args.smoke:

@@ -32,9 +32,13 @@ def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
     rows = ablations.table([tmp_path / "toy"], ["stage2", "final"]).splitlines()
     assert len(rows) == 4 and rows[3].startswith("| toy | final |")
     assert sum(p.stat().st_size for p in final.glob("*.safetensors")) < 25e6
-    # a second run finds every stage and eval complete
+    # a second run finds every stage and eval complete, and the card keeps the times of the first
+    timings = json.loads((tmp_path / "toy" / "timings.json").read_text())
+    assert {"data", "stage0", "stage1", "stage2", "stage3", "eval_final"} <= set(timings)
     again = recipe.main(work)
     assert again == final
+    assert json.loads((tmp_path / "toy" / "timings.json").read_text()) == timings
+    assert f'"stage2": {timings["stage2"]}' in (final / "README.md").read_text()
 
 
 @pytest.mark.slow  # test time: the GRPO stage, its merge and evals on top of the smoke recipe above
