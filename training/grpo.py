@@ -72,7 +72,10 @@ class GRPOScriptArgs(DataArgs):
             "step, weighted by anchor_weight (InstructGPT's PPO-ptx); none: GRPO alone."
         },
     )
-    anchor_weight: float = field(default=0.0, metadata={"help": "Weight of the anchor's supervised loss."})
+    anchor_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the anchor's supervised loss (0: off, anchor_dataset unread)."},
+    )
     anchor_batch_size: int = field(default=4, metadata={"help": "Anchor conversations per step."})
 
 
@@ -174,10 +177,14 @@ def main(
         raise ConfigError(f"kl_target {script.kl_target} needs beta > 0 (TRL computes the KL only then)")
     if script.kl_window < 1:
         raise ConfigError(f"kl_window must be >= 1, got {script.kl_window}")
-    if (script.anchor_weight > 0) != bool(script.anchor_dataset) or script.anchor_weight < 0:
+    if (script.anchor_weight > 0 and not script.anchor_dataset) or script.anchor_weight < 0:
         raise ConfigError(
             f"the anchor needs both anchor_dataset and anchor_weight > 0 (got {script.anchor_dataset!r}, "
-            f"{script.anchor_weight}); give both, or neither for GRPO alone"
+            f"{script.anchor_weight}); give both, or anchor_weight 0 for GRPO alone"
+        )
+    if script.anchor_dataset and script.anchor_weight == 0:
+        log.info(
+            "anchor off (anchor_weight 0): %s is not read; set anchor_weight to use it", script.anchor_dataset
         )
     if reward_funcs is None:
         reward_funcs = grpo_reward_functions(script.recall_weight, script.count_penalty)

@@ -147,8 +147,8 @@ def test_grpo_anchor_adds_the_supervised_loss_of_stage_2_conversations(
     losses = rewards(anchored, "anchor_loss")
     assert len(losses) == 4 and all(0 < x < 20 for x in losses)
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses  # a heavy anchor is learnt: its loss falls
-    alone = grpo.main(
-        grpo.GRPOScriptArgs(dataset=str(rl_data)),
+    alone = grpo.main(  # a dataset at weight 0 is the anchor switched off (configs/toy/grpo.yaml)
+        grpo.GRPOScriptArgs(dataset=str(rl_data), anchor_dataset=str(anchor_data), anchor_weight=0.0),
         grpo_config(tmp_path / "alone", **config),
         model_args,
         [e_share],
