@@ -5,8 +5,9 @@
 For every benchmark both directories hold (vqa, pope, chair: the reports `assistant eval` and the recipe write),
 the answers are re-scored per item with the evals' own scorers, and each metric's difference B - A gets a 95%
 interval from a paired bootstrap: the same resampled questions for both models, so what both got right or wrong
-cancels. On 600 questions one model's accuracy has a standard error near 0.02, while the paired difference of two
-close models is often known to +-0.01; a difference whose interval holds 0 is not a change.
+cancels. On 557 skill-VQA questions one model's accuracy has a standard error near 0.02, while the paired
+difference of two close models has one near 0.01 (95% intervals of about +-0.02); a difference whose interval holds
+0 is not a change.
 """
 
 from __future__ import annotations
