@@ -13,7 +13,6 @@ difference of two close models has one near 0.01 (95% intervals of about +-0.02)
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,10 @@ import numpy as np
 
 from .chair import chair_item
 from .clients import EvalError
-from .data import load_chair, load_pope, load_qa
+from .data import LOADERS
 from .parsing import final_answer, parse_yes_no
+from .runner import AnswerCache
 from .vqa import answer_credit
-
-log = logging.getLogger(__name__)
 
 # per-item columns -> metric, for a set of item indices
 Metric = Callable[[dict[str, np.ndarray], np.ndarray], float]
@@ -73,22 +71,15 @@ def _report(run: Path, bench: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _answers(run: Path, bench: str, rows: list[dict]) -> list[str]:
-    answers = {}
-    with (run / bench / "answers.jsonl").open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if not row["blind"]:
-                answers[row["question_id"]] = row["answer"]
-    return [
-        answers.get(r["question_id"], "") for r in rows
-    ]  # refused questions score as empty, as in the report
+def _answers(run: Path, bench: str, report: dict, rows: list[dict]) -> list[str]:
+    cache = AnswerCache(run / bench / "answers.jsonl", report["model"])
+    # a question the endpoint refused scores as an empty answer, as in the report
+    return [cache.get((r["question_id"], False)) or "" for r in rows]
 
 
 def _rows(report: dict, bench: str) -> list[dict]:
     source, limit = Path(report["dataset"]["source"]), report["config"].get("limit")
-    loader = {"vqa": load_qa, "pope": load_pope, "chair": load_chair}[bench]
-    rows = loader(source).rows
+    rows = LOADERS[bench](source).rows
     rows = rows[:limit] if limit else rows
     if bench == "vqa":
         rows = [r for r in rows if r.get("answer_type") != "free"]
@@ -154,7 +145,10 @@ def compare(a: Path, b: Path, resamples: int = 2000, seed: int = 0) -> list[Row]
             )
         rows = _rows(report_a, bench)
         vocabulary = report_a["config"].get("vocabulary", "toyworld")
-        cols = [_columns(bench, rows, _answers(run, bench, rows), vocabulary) for run in (a, b)]
+        cols = [
+            _columns(bench, rows, _answers(run, bench, report, rows), vocabulary)
+            for run, report in ((a, report_a), (b, report_b))
+        ]
         groups = {"all": np.arange(len(rows))}
         if bench == "vqa":
             for task in sorted({r["task"] for r in rows}):

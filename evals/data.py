@@ -157,6 +157,10 @@ def load_chair(data: Path, image_dir: Path | None = None) -> Dataset:
     return Dataset(rows, (path, *images), str(data))
 
 
+# each item-scored benchmark's loader, by the name its report carries (`report.json`'s "benchmark")
+LOADERS = {"vqa": load_qa, "pope": load_pope, "chair": load_chair}
+
+
 def coco_chair_rows(instances_json: Path, image_ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
     """CHAIR rows from a COCO `instances_*.json`: each image's file name and its set of category names."""
     coco = json.loads(instances_json.read_text(encoding="utf-8"))

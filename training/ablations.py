@@ -40,14 +40,13 @@ def _cell(summary: dict, bench: str, section: str, metric: str) -> str:
 
 def _hashes(run: Path, stage: str) -> dict[str, str]:
     """Each benchmark's data, hashed again from the report's source (reports of older code hashed by path)."""
-    from evals.data import load_chair, load_pope, load_qa
+    from evals.data import LOADERS
 
-    loaders = {"pope": load_pope, "chair": load_chair, "vqa": load_qa}
     out = {}
     for report in (run / "evals" / stage).glob("*/report.json"):
         data = json.loads(report.read_text())
         source = Path(data["dataset"]["source"])
-        load = loaders.get(data["benchmark"])
+        load = LOADERS.get(data["benchmark"])
         out[report.parent.name] = load(source).hash() if load and source.exists() else data["dataset"]["hash"]
     return out
 

@@ -13,7 +13,7 @@ from assistant.toyworld import SHAPES, make_dataset
 from evals.clients import EvalError, InProcessClient
 from evals.compare import compare, markdown
 from evals.config import EvalArgs
-from evals.data import load_chair, load_pope, load_qa
+from evals.data import LOADERS
 from evals.jobs import run_benchmark
 
 
@@ -29,11 +29,10 @@ def sets(tmp_path_factory):
 
 def _run(tmp_path, name, client, sets, answer_of) -> None:
     """Evaluate run `name`: every answer comes from a planted cache, `answer_of(bench, index, row)`."""
-    loaders = {"vqa": load_qa, "pope": load_pope, "chair": load_chair}
     for bench, data in sets.items():
         out = tmp_path / name / bench
         out.mkdir(parents=True)
-        rows = [r for r in loaders[bench](data).rows if r.get("answer_type") != "free"]
+        rows = [r for r in LOADERS[bench](data).rows if r.get("answer_type") != "free"]
         with (out / "answers.jsonl").open("w") as f:
             for i, row in enumerate(rows):
                 answer = answer_of(bench, i, row)
