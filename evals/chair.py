@@ -80,3 +80,22 @@ def score_chair(
         mean_objects_mentioned=unique / n if n else 0.0,
         empty=empty,
     )
+
+
+def score_relations(descriptions: Sequence[str], layouts: Sequence[Sequence[dict]]) -> dict[str, float | int]:
+    """The descriptions' relation sentences ("The star is to the left of the circle."), checked on each scene's
+    layout (toy world: `assistant.toyworld.relations.relation_accuracy`): how many were stated, in how many
+    descriptions, and the share that name two objects of the scene in a relation that holds."""
+    from assistant.toyworld.relations import layout_objects, relation_accuracy
+
+    right = stated = with_relations = 0
+    for text, layout in zip(descriptions, layouts, strict=True):
+        r, s = relation_accuracy(text, layout_objects(layout))
+        right, stated, with_relations = right + r, stated + s, with_relations + (s > 0)
+    return {
+        "stated": stated,
+        "right": right,
+        "accuracy": right / stated if stated else 0.0,
+        "per_description": stated / len(descriptions) if descriptions else 0.0,
+        "descriptions_with_relations": with_relations,
+    }

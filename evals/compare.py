@@ -110,13 +110,20 @@ def _columns(bench: str, rows: list[dict], answers: list[str], vocabulary: str) 
             "fn": ~said_yes & labels,
         }
     items = [chair_item(a, set(r["objects"]), vocabulary) for r, a in zip(rows, answers, strict=True)]
-    return {
+    cols = {
         "mentions": np.array([len(m) for m, _ in items]),
         "hallucinated": np.array([len(h) for _, h in items]),
         "with_hallucination": np.array([bool(h) for _, h in items]),
         "covered": np.array([len(set(m) & set(r["objects"])) for (m, _), r in zip(items, rows, strict=True)]),
         "truth": np.array([len(set(r["objects"])) for r in rows]),
     }
+    if rows and all("layout" in r for r in rows):  # toy-world scenes: the relation sentences are checked too
+        from assistant.toyworld.relations import layout_objects, relation_accuracy
+
+        rel = [relation_accuracy(a, layout_objects(r["layout"])) for r, a in zip(rows, answers, strict=True)]
+        cols["relations_right"] = np.array([right for right, _ in rel])
+        cols["relations_stated"] = np.array([stated for _, stated in rel])
+    return cols
 
 
 # benchmark -> (metric name as in the reports, how to compute it, the rows it covers: all or one task)
@@ -127,6 +134,8 @@ METRICS: dict[str, list[tuple[str, Metric]]] = {
         ("chair_i", _ratio("hallucinated", "mentions")),
         ("chair_s", _mean("with_hallucination")),
         ("coverage", _ratio("covered", "truth")),
+        ("relations.accuracy", _ratio("relations_right", "relations_stated")),
+        ("relations.per_description", _mean("relations_stated")),
     ],
 }
 
@@ -156,10 +165,13 @@ def compare(a: Path, b: Path, resamples: int = 2000, seed: int = 0) -> list[Row]
         for group, idx in groups.items():
             draws = rng.integers(0, len(idx), size=(resamples, len(idx)))
             for name, metric in metrics:
+                if name.startswith("relations.") and "relations_stated" not in cols[0]:
+                    continue  # scenes without a layout: no relation figures
                 values = [metric(c, idx) for c in cols]
                 if group == "all":  # the per-item rescoring must reproduce each report's own figure
+                    section, _, key = name.rpartition(".")
                     for run, report, value in ((a, report_a, values[0]), (b, report_b, values[1])):
-                        reported = report["scores"]["image"]["all"].get(name)
+                        reported = report["scores"]["image"].get(section or "all", {}).get(key)
                         if reported is not None and abs(reported - value) > 1e-6:
                             raise EvalError(
                                 f"{run / bench}: rescored {name} {value:.4f}, report {reported:.4f}"

@@ -28,6 +28,7 @@ COLUMNS = (
     ("yes-ratio", "pope", "all", "yes_ratio"),
     ("CHAIR_i", "chair", "all", "chair_i"),
     ("recall", "chair", "all", "coverage"),
+    ("relations right", "chair", "relations", "accuracy"),
     ("text", "text", "ocr", "accuracy"),
     ("text+hints", "text_ocr_hints", "ocr", "accuracy"),
 )

@@ -57,6 +57,13 @@ class GRPOScriptArgs(DataArgs):
             "help": "Descriptions: share of the reward lost when the stated number of objects is wrong (0-1)."
         },
     )
+    relation_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Descriptions: weight of their relation sentences being right, checked on the prompt's "
+            "`layout` (0-1; 0: not checked)."
+        },
+    )
     kl_target: float = field(
         default=0.0,
         metadata={
@@ -187,7 +194,9 @@ def main(
             "anchor off (anchor_weight 0): %s is not read; set anchor_weight to use it", script.anchor_dataset
         )
     if reward_funcs is None:
-        reward_funcs = grpo_reward_functions(script.recall_weight, script.count_penalty)
+        reward_funcs = grpo_reward_functions(
+            script.recall_weight, script.count_penalty, script.relation_weight
+        )
         train.reward_weights = [1.0, script.format_weight]
     train.remove_unused_columns = False  # the rewards read the ground-truth columns
     trainer = AtomicGRPOTrainer(

@@ -84,10 +84,17 @@ def chair_line(metrics: dict[str, dict]) -> str:
     for stage, m in metrics.items():
         chair = m.get("chair", {}).get("image", {}).get("all")
         if chair:
-            lines.append(
+            line = (
                 f"CHAIR on {chair.get('n', '?')} detailed descriptions ({stage}): CHAIR_s {_fmt(chair.get('chair_s'))}, "
                 f"CHAIR_i {_fmt(chair.get('chair_i'))}, object coverage {_fmt(chair.get('coverage'))}."
             )
+            relations = m["chair"]["image"].get("relations")
+            if relations:
+                line += (
+                    f" Relation sentences: {_fmt(relations.get('per_description'))} per description, "
+                    f"{_fmt(relations.get('accuracy'))} of them right."
+                )
+            lines.append(line)
     return "\n\n".join(lines)
 
 

@@ -8,7 +8,10 @@ Short answers are scored by the evals' own parser (`evals.vqa.answer_credit`), s
 disagree on what an answer said. Descriptions are scored on the objects they mention (the CHAIR vocabulary:
 `assistant.toyworld.chair_words`): precision (every mentioned shape, and every colour named with it, exists)
 and recall (the scene's objects are named), so saying less is not a free win. `grpo_reward_functions` wraps
-them in TRL's reward-function signature, reading the ground-truth columns each prompt carries.
+them in TRL's reward-function signature, reading the ground-truth columns each prompt carries. Where a prompt
+carries its scene's layout (`layout`: each object's shape, colour, size and box), the relation sentences of a
+description ("The star is to the left of the red circle.") are checked too: each must name two objects the scene
+has, one each, and the relation must hold (`relation_accuracy`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import re
 from collections.abc import Callable, Sequence
 
 from assistant.toyworld import chair_words
+from assistant.toyworld.relations import layout_objects, relation_accuracy
+from assistant.toyworld.scene import ObjectGT
 from assistant.toyworld.vocab import COLOR_NAMES
 
 _COLOR_RE = "|".join(sorted(COLOR_NAMES, key=len, reverse=True))
@@ -79,11 +84,20 @@ def stated_count(text: str) -> int | None:
 
 
 def description_reward(
-    text: str, objects: Sequence[tuple[str, str]], recall_weight: float = 0.5, count_penalty: float = 0.0
+    text: str,
+    objects: Sequence[tuple[str, str]],
+    recall_weight: float = 0.5,
+    count_penalty: float = 0.0,
+    layout: Sequence[ObjectGT] | None = None,
+    relation_weight: float = 0.0,
 ) -> float:
     """(1 - w) * precision + w * recall, in [0, 1], times (1 - count_penalty) when the description states a wrong
     number of objects. An empty scene rewards mentioning nothing; a description that mentions nothing in a scene
-    with objects gets 0 (precision is vacuous there, so it does not count)."""
+    with objects gets 0 (precision is vacuous there, so it does not count).
+
+    With the scene's `layout` and `relation_weight` r > 0, a description that states relations gets
+    (1 - r) * that + r * the share of its relations that are right: a right relation adds, a wrong one costs, and
+    one not stated leaves the reward as it is (so saying none is never better than saying right ones)."""
     precision, recall, mentions = object_precision_recall(text, objects)
     if not objects:
         return 1.0 if mentions == 0 else 0.0
@@ -91,7 +105,12 @@ def description_reward(
         return 0.0
     count = stated_count(text)
     factor = 1.0 - count_penalty if count is not None and count != len(objects) else 1.0
-    return factor * ((1.0 - recall_weight) * precision + recall_weight * recall)
+    reward = factor * ((1.0 - recall_weight) * precision + recall_weight * recall)
+    if layout and relation_weight > 0:
+        right, stated = relation_accuracy(text, layout)
+        if stated:
+            reward = (1.0 - relation_weight) * reward + relation_weight * right / stated
+    return reward
 
 
 def format_reward(text: str) -> float:
@@ -103,12 +122,21 @@ def format_reward(text: str) -> float:
 
 
 def grounded_reward(
-    completion: str, truth: dict, recall_weight: float = 0.5, count_penalty: float = 0.0
+    completion: str,
+    truth: dict,
+    recall_weight: float = 0.5,
+    count_penalty: float = 0.0,
+    relation_weight: float = 0.0,
 ) -> float:
-    """The reward of one completion for its prompt's ground truth (`truth`, one row's columns)."""
+    """The reward of one completion for its prompt's ground truth (`truth`, one row's columns; `layout` optional)."""
     if truth["answer_type"] == "free":
         return description_reward(
-            completion, [tuple(o) for o in truth["objects"]], recall_weight, count_penalty
+            completion,
+            [tuple(o) for o in truth["objects"]],
+            recall_weight,
+            count_penalty,
+            layout_objects(truth.get("layout") or []),
+            relation_weight,
         )
     return answer_reward(completion, truth["answer"], truth["answer_type"])
 
@@ -123,25 +151,33 @@ def _text(completion) -> str:
     return content
 
 
-def grpo_reward_functions(recall_weight: float = 0.5, count_penalty: float = 0.0) -> list[Callable]:
+def grpo_reward_functions(
+    recall_weight: float = 0.5, count_penalty: float = 0.0, relation_weight: float = 0.0
+) -> list[Callable]:
     """[grounded, format] in TRL's signature: f(prompts, completions, **columns) -> list[float]. The dataset's
-    ground-truth columns `answer`, `answer_type` and `objects` (JSON) come in as keyword lists; `recall_weight`
-    is the descriptions' weight of object recall against precision, `count_penalty` the share of a description's
-    reward lost when it states a wrong number of objects."""
-    if not 0.0 <= recall_weight <= 1.0:
-        raise ValueError(f"recall_weight must be between 0 and 1, got {recall_weight}")
-    if not 0.0 <= count_penalty <= 1.0:
-        raise ValueError(f"count_penalty must be between 0 and 1, got {count_penalty}")
+    ground-truth columns `answer`, `answer_type`, `objects` and `layout` (JSON) come in as keyword lists;
+    `recall_weight` is the descriptions' weight of object recall against precision, `count_penalty` the share of a
+    description's reward lost when it states a wrong number of objects, `relation_weight` the weight of its
+    relation sentences being right (rows with an empty layout: not checked)."""
+    for name, value in (
+        ("recall_weight", recall_weight),
+        ("count_penalty", count_penalty),
+        ("relation_weight", relation_weight),
+    ):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be between 0 and 1, got {value}")
 
-    def grounded(prompts, completions, answer, answer_type, objects, **_) -> list[float]:
+    def grounded(prompts, completions, answer, answer_type, objects, layout=None, **_) -> list[float]:
+        layouts = layout if layout is not None else ["[]"] * len(completions)
         return [
             grounded_reward(
                 _text(c),
-                {"answer": a, "answer_type": t, "objects": json.loads(o)},
+                {"answer": a, "answer_type": t, "objects": json.loads(o), "layout": json.loads(g)},
                 recall_weight,
                 count_penalty,
+                relation_weight,
             )
-            for c, a, t, o in zip(completions, answer, answer_type, objects, strict=True)
+            for c, a, t, o, g in zip(completions, answer, answer_type, objects, layouts, strict=True)
         ]
 
     def formatted(prompts, completions, **_) -> list[float]:

@@ -15,7 +15,6 @@ from .templates import phrase
 from .vocab import article, count_phrase, number_word
 
 _BG_WORDS = {"plain": "plain light", "gradient": "light gradient", "noise": "speckled light"}
-_REL_WORDS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
 _TEXT_SENTENCE = {
     "sign": 'A sign {where} says "{text}".',
     "price": 'A price of "{text}" is shown {where}.',
@@ -74,7 +73,7 @@ def describe(scene: Scene) -> str:
         for b, nb in named[i + 1 :]:
             holds = rel.relation(a, b)
             if holds and said < 2:
-                sentences.append(f"The {na} is {_REL_WORDS[holds[0]]} the {nb}.")
+                sentences.append(f"The {na} is {rel.RELATION_PHRASES[holds[0]]} the {nb}.")
                 said += 1
     for t in rel.reading_order(scene.texts):
         template = _TEXT_SENTENCE.get(t.kind, _TEXT_SENTENCE["word"])

@@ -15,7 +15,6 @@ from .templates import phrase
 from .vocab import COLOR_NAMES, SHAPES, TEXT_KINDS, article, plural
 
 YES, NO = "Yes", "No"
-_REL_WORDS = {"left": "to the left of", "right": "to the right of", "above": "above", "below": "below"}
 _TEXT_READERS = {"sign": "read_sign", "price": "read_price", "number": "read_number", "word": "read_word"}
 
 
@@ -133,7 +132,7 @@ def ask_position(scene: Scene, ctx: TaskContext) -> QA | None:
     yes = ctx.pick_yes(key="position")
     opposite = {"left": "right", "right": "left", "above": "below", "below": "above"}
     r = rng.choice(holds) if yes else opposite[rng.choice(holds)]
-    q = phrase(rng, "rel_yes_no", a=na, b=nb, rel=_REL_WORDS[r])
+    q = phrase(rng, "rel_yes_no", a=na, b=nb, rel=rel.RELATION_PHRASES[r])
     return QA(q, yes_no(yes), "position", "yes_no")
 
 

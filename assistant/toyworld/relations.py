@@ -6,11 +6,21 @@ Relations are only claimed when unambiguous: "left of" needs the boxes fully apa
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Sequence
 
 from .scene import ObjectGT, Scene, TextGT
+from .vocab import COLOR_NAMES, SHAPES, SIZES
 
 RELATIONS: tuple[str, ...] = ("left", "right", "above", "below")
+# how descriptions and questions say each relation ("The star is to the left of the circle.")
+RELATION_PHRASES: dict[str, str] = {
+    "left": "to the left of",
+    "right": "to the right of",
+    "above": "above",
+    "below": "below",
+}
 REGIONS: tuple[tuple[str, ...], ...] = (
     ("top left", "top", "top right"),
     ("left", "center", "right"),
@@ -129,3 +139,42 @@ def where(region_name: str) -> str:
     if region_name in ("left", "right"):
         return f"on the {region_name}"
     return f"at the {region_name}"
+
+
+_NAME_RE = rf"(?:(?:{'|'.join(SIZES)}) )?(?:(?:{'|'.join(COLOR_NAMES)}) )?(?:{'|'.join(SHAPES)})"
+_RELATION_SENTENCE = re.compile(
+    rf"\bthe ({_NAME_RE}) is ({'|'.join(RELATION_PHRASES.values())}) the ({_NAME_RE})\b"
+)
+_PHRASE_RELATION = {phrase: rel for rel, phrase in RELATION_PHRASES.items()}
+
+
+def layout_objects(layout: Sequence[dict]) -> list[ObjectGT]:
+    """Scene objects given as dicts (shape, color, size, box: an RL prompt's `layout`, a scenes.jsonl row's
+    `objects`) as ObjectGTs."""
+    return [ObjectGT(o["shape"], o["color"], o["size"], tuple(o["box"])) for o in layout]
+
+
+def resolve(name: str, objects: Sequence[ObjectGT]) -> ObjectGT | None:
+    """The one object a referring name ("star", "red star", "large red star") picks out, or None when it names
+    none or several."""
+    *rest, shape = name.split()
+    size = next((w for w in rest if w in SIZES), None)
+    color = next((w for w in rest if w not in SIZES), None)
+    hits = [
+        o
+        for o in objects
+        if o.shape == shape and (size is None or o.size == size) and (color is None or o.color == color)
+    ]
+    return hits[0] if len(hits) == 1 else None
+
+
+def relation_accuracy(text: str, objects: Sequence[ObjectGT]) -> tuple[int, int]:
+    """(right, stated) over the relation sentences of a description ("The star is to the left of the red
+    circle."): one is right when each name picks out exactly one object of the scene, two different ones, and the
+    relation holds without doubt (`relation`, as `describe` writes them)."""
+    right = stated = 0
+    for a_name, phrase, b_name in _RELATION_SENTENCE.findall(text.lower()):
+        stated += 1
+        a, b = resolve(a_name, objects), resolve(b_name, objects)
+        right += a is not None and b is not None and a is not b and _PHRASE_RELATION[phrase] in relation(a, b)
+    return right, stated

@@ -95,7 +95,9 @@ def preference_row(image: str, pair: PreferencePair) -> dict[str, Any]:
 
 
 def prompt_row(image: str, conv: Conversation, scene: Scene) -> dict[str, Any]:
-    """An RL prompt (TRL's conversational prompt format) with the ground truth its rewards read."""
+    """An RL prompt (TRL's conversational prompt format) with the ground truth its rewards read: the answer, the
+    scene's objects, and their layout (size and box too: the relation sentences of a description are checked on
+    it)."""
     qa = conv.turns[0]
     return {
         "prompt": [_user(qa.question, with_image=True)],
@@ -104,6 +106,9 @@ def prompt_row(image: str, conv: Conversation, scene: Scene) -> dict[str, Any]:
         "answer_type": qa.answer_type,
         "task": qa.task,
         "objects": [[o.color, o.shape] for o in scene.objects],
+        "layout": [
+            {"shape": o.shape, "color": o.color, "size": o.size, "box": list(o.box)} for o in scene.objects
+        ],
         "scene_seed": conv.scene_seed,
     }
 

@@ -55,7 +55,7 @@ def _right(bench, i, row):
         return row["answer"]
     if bench == "pope":
         return row["label"].capitalize()
-    return "I see " + " and ".join(f"a {o}" for o in row["objects"]) + "." if row["objects"] else "Nothing."
+    return row["reference"]  # the scene's canonical description: every object, relations that hold
 
 
 def _worse(bench, i, row):
@@ -64,7 +64,9 @@ def _worse(bench, i, row):
     if bench == "pope":
         return "Yes"  # yes to everything
     absent = next(s for s in SHAPES if s not in row["objects"])
-    return _right(bench, i, row)[:-1] + f" and a {absent}."  # one invented object per description
+    return (
+        _right(bench, i, row) + f" The {absent} is above the {absent}."
+    )  # an invented object, a false relation
 
 
 def test_compare_finds_the_planted_changes_and_none_between_equal_runs(tiny_assistant, sets, tmp_path):
@@ -83,6 +85,13 @@ def test_compare_finds_the_planted_changes_and_none_between_equal_runs(tiny_assi
     chair = rows[("chair", "chair_i")]
     assert chair.a == 0.0 and chair.b > 0 and chair.changed
     assert rows[("chair", "coverage")].a == rows[("chair", "coverage")].b == 1.0  # nothing dropped
+    relations = rows[
+        ("chair", "relations.accuracy")
+    ]  # toy-world scenes: relation sentences checked on the layout
+    assert relations.a == 1.0 and relations.b < 1.0 and relations.changed
+    assert (
+        rows[("chair", "relations.per_description")].b == rows[("chair", "relations.per_description")].a + 1
+    )
     same = compare(tmp_path / "a", tmp_path / "a2", resamples=200)
     assert all(r.diff == 0 and r.low == r.high == 0 and not r.changed for r in same)
     table = markdown(list(rows.values()), tmp_path / "a", tmp_path / "b")

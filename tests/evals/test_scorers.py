@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from assistant.toyworld import COLORS
-from evals.chair import score_chair
+from evals.chair import score_chair, score_relations
 from evals.judge import parse_rating, score_judge
 from evals.ocr import anls_one, levenshtein, score_ocr
 from evals.parsing import find_numbers, find_options, parse_yes_no, parse_yes_no_pope_original
@@ -81,6 +81,21 @@ def test_chair_toyworld_hand_computed_per_mention_like_the_original():
     assert s.chair_s == pytest.approx(1 / 3)
     assert s.coverage == pytest.approx(3 / 4)
     assert s.empty == 1
+
+
+def test_relations_hand_computed_on_a_layout():
+    layout = [
+        {"shape": "circle", "color": "red", "size": "small", "box": [0, 0, 20, 20]},
+        {"shape": "square", "color": "blue", "size": "large", "box": [60, 0, 100, 40]},
+    ]
+    descriptions = [
+        "A red circle and a blue square. The circle is to the left of the square.",  # right
+        "The square is to the left of the circle. The star is above the circle.",  # wrong, wrong (no star)
+        "A red circle and a blue square.",  # none stated
+    ]
+    s = score_relations(descriptions, [layout] * 3)
+    assert (s["stated"], s["right"], s["descriptions_with_relations"]) == (3, 1, 2)
+    assert s["accuracy"] == pytest.approx(1 / 3) and s["per_description"] == 1.0
 
 
 def test_chair_coco_synonyms_plurals_and_two_word_phrases():

@@ -65,6 +65,14 @@ def test_every_task_writes_a_dataset_that_datasets_loads(name: str, tmp_path: Pa
         rows = [json.loads(line) for line in (out / "pope.jsonl").read_text().splitlines()]
         assert {r["label"] for r in rows} == {"yes", "no"}
         assert {r["category"] for r in rows} == {"random", "popular", "adversarial"}
+    if fmt == "prompt":  # the ground truth the RL rewards read: objects, and their layout for relations
+        scenes = [json.loads(line) for line in (out / "scenes.jsonl").read_text().splitlines()]
+        by_image = {s["image"]: s for s in scenes}
+        for line in (out / "prompts.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            scene = by_image[row["images"][0]]
+            assert row["layout"] == scene["objects"]
+            assert row["objects"] == [[o["color"], o["shape"]] for o in scene["objects"]]
 
 
 def test_same_seed_gives_byte_identical_directories(tmp_path: Path) -> None:

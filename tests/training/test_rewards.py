@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from assistant.toyworld.relations import layout_objects, relation_accuracy
 from training.rewards import (
     answer_reward,
     description_reward,
@@ -104,3 +105,65 @@ def test_a_wrong_stated_count_costs_the_count_penalty():
     )
     with pytest.raises(ValueError, match="count_penalty must be between 0 and 1"):
         grpo_reward_functions(count_penalty=-0.1)
+
+
+# The scene above laid out: the red star top left, the blue cross top right, the blue circle at the bottom.
+LAYOUT = [
+    {"shape": "star", "color": "red", "size": "large", "box": [5, 5, 40, 40]},
+    {"shape": "cross", "color": "blue", "size": "small", "box": [80, 5, 100, 25]},
+    {"shape": "circle", "color": "blue", "size": "medium", "box": [50, 80, 80, 110]},
+]
+LISTED = "There is a large red star at the top left. There is a small blue cross at the top right. "
+LISTED += "There is a medium blue circle at the bottom."
+
+
+@pytest.mark.parametrize(
+    ("sentences", "expected"),
+    [
+        ("The star is to the left of the cross. The cross is above the circle.", (2, 2)),
+        ("The red star is above the blue circle. The large red star is to the left of the cross.", (2, 2)),
+        ("The star is to the right of the cross.", (0, 1)),  # the relation does not hold
+        ("The hexagon is to the left of the square.", (0, 1)),  # neither object is in the scene
+        ("The star is above the star.", (0, 1)),  # one object, not two
+        ("The blue object is above the circle. The cross is above the circle.", (1, 1)),  # no shape: not read
+        ("", (0, 0)),
+    ],
+)
+def test_relation_sentences_are_checked_on_the_layout(sentences, expected):
+    assert relation_accuracy(f"{LISTED} {sentences}", layout_objects(LAYOUT)) == expected
+
+
+def test_a_name_that_fits_two_objects_picks_out_none():
+    layout = layout_objects(
+        [*LAYOUT, {"shape": "cross", "color": "red", "size": "small", "box": [0, 90, 10, 100]}]
+    )
+    assert relation_accuracy("The cross is above the circle.", layout) == (0, 1)
+    assert relation_accuracy("The blue cross is above the circle.", layout) == (1, 1)
+
+
+def test_relation_weight_rewards_right_relations_and_never_silence_over_them():
+    right = f"{LISTED} The star is to the left of the cross."
+    wrong = f"{LISTED} The hexagon is to the left of the star."
+    silent = LISTED
+    layout = layout_objects(LAYOUT)
+    scores = {
+        name: description_reward(text, SCENE, layout=layout, relation_weight=0.3)
+        for name, text in (("right", right), ("wrong", wrong), ("silent", silent))
+    }
+    assert scores["right"] == 1.0 and scores["silent"] == 1.0
+    assert scores["wrong"] < scores["silent"]
+    assert description_reward(wrong, SCENE, layout=layout) == description_reward(
+        wrong, SCENE
+    )  # weight 0: off
+    grounded, _ = grpo_reward_functions(relation_weight=0.3)
+    columns = dict(answer=["", ""], answer_type=["free", "free"], objects=[json.dumps(SCENE)] * 2)
+    with_layout = grounded(
+        prompts=[None] * 2, completions=[right, wrong], layout=[json.dumps(LAYOUT)] * 2, **columns
+    )
+    without = grounded(
+        prompts=[None] * 2, completions=[right, wrong], **columns
+    )  # rows with no layout: unchecked
+    assert with_layout[0] == without[0] == 1.0
+    assert with_layout[1] < without[1] < 1.0  # the invented hexagon costs precision either way
+    with pytest.raises(ValueError, match="relation_weight must be between 0 and 1"):
+        grpo_reward_functions(relation_weight=2.0)

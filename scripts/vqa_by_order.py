@@ -1,0 +1,61 @@
+"""Skill-VQA accuracy by task with the question placed after the image (as training writes it) or before it (as
+many OpenAI-API clients send it): the diagnostic of docs/recipe.md, session 13.
+
+    python scripts/vqa_by_order.py --model runs/armD/stage2 --data runs/armD/data/eval_vqa --order text_first color
+
+The first `--limit` rows of the set, free-form questions dropped (as `assistant eval vqa --limit` selects them),
+answered greedily in-process and scored by the evals' parser (`evals.vqa.answer_credit`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from assistant.inference import Assistant
+from evals.vqa import answer_credit
+
+log = logging.getLogger("vqa_by_order")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("tasks", nargs="*", help="Tasks to score (default: all).")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True, help="A toy-world instruct eval set (qa.jsonl and images).")
+    parser.add_argument("--order", choices=("image_first", "text_first"), default="image_first")
+    parser.add_argument("--limit", type=int, default=600)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data = Path(args.data)
+    rows = [json.loads(line) for line in (data / "qa.jsonl").read_text().splitlines() if line.strip()]
+    rows = [
+        r
+        for r in rows[: args.limit]
+        if r["answer_type"] != "free" and (not args.tasks or r["task"] in args.tasks)
+    ]
+    assistant = Assistant.load(args.model, device="cpu")
+    credit = defaultdict(list)
+    for row in tqdm(rows, desc=args.order):
+        image = {"type": "image", "image": str(data / row["image"])}
+        if args.order == "text_first":
+            content = [{"type": "text", "text": row["text"] + "\n"}, image]
+        else:
+            content = [image, {"type": "text", "text": row["text"]}]
+        answer = assistant.chat(
+            [{"role": "user", "content": content}], max_new_tokens=16, temperature=0.0
+        ).text
+        credit[row["task"]].append(answer_credit(row["answer_type"], row["answer"], answer)[0])
+    for task, values in sorted(credit.items()):
+        log.info("%s, %s: %.3f (n=%d)", args.model, task, sum(values) / len(values), len(values))
+
+
+if __name__ == "__main__":
+    main()
