@@ -180,6 +180,12 @@ def main(
         script.dataset, script.image_root, script.max_skip_share, script.max_samples
     )
     report.save(train.output_dir)
+    if script.relation_weight > 0 and all(layout == "[]" for layout in dataset["layout"]):
+        raise ConfigError(
+            f"relation_weight {script.relation_weight} needs prompts with a `layout` (each object's shape, colour, "
+            f"size and box); {script.dataset} has none: regenerate it (`assistant toyworld generate --task "
+            "rl_detail ...` writes one) or set relation_weight 0"
+        )
     if script.kl_target > 0 and train.beta <= 0:
         raise ConfigError(f"kl_target {script.kl_target} needs beta > 0 (TRL computes the KL only then)")
     if script.kl_window < 1:
