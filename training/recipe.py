@@ -82,6 +82,15 @@ class RecipeArgs:
             "questions)."
         },
     )
+    focus_task: str = field(
+        default="",
+        metadata={
+            "help": "Toy-world task of a focus phase after stage 2 (e.g. color: 'What colour is the star?'): stage "
+            "2b trains on it alone (sft_focus.yaml: 5 epochs), stage 2c then a few hundred steps of stage 2's data "
+            "(sft_refresh.yaml), and DPO and GRPO start from stage 2c. Empty: off (docs/recipe.md, session 13)."
+        },
+    )
+    n_focus: int = field(default=10000, metadata={"help": "Scenes of the focus task (one question each)."})
     ship: str = field(
         default="dpo", metadata={"help": "Which final model is installed and carries the card: dpo or grpo."}
     )
@@ -105,7 +114,7 @@ class RecipeArgs:
     )
 
     def __post_init__(self) -> None:
-        for name in ("n_caption", "n_instruct", "n_preference", "n_eval", "eval_limit", "n_rl"):
+        for name in ("n_caption", "n_instruct", "n_preference", "n_eval", "eval_limit", "n_rl", "n_focus"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.probe_n and self.probe_n < 4:
@@ -114,6 +123,14 @@ class RecipeArgs:
             raise ValueError(f"ship must be dpo, or grpo together with --grpo; got {self.ship!r}")
         if not 0.0 <= self.ocr_hint_share <= 1.0:
             raise ValueError(f"ocr_hint_share must be between 0 and 1, got {self.ocr_hint_share}")
+        if self.focus_task:
+            from assistant.toyworld import TASKS
+
+            if self.focus_task not in TASKS or TASKS[self.focus_task].format != "conversation":
+                tasks = sorted(n for n, t in TASKS.items() if t.format == "conversation")
+                raise ValueError(
+                    f"focus_task must be a toy-world conversation task, one of {tasks}; got {self.focus_task!r}"
+                )
         if self.connector not in CONNECTORS:
             raise ValueError(f"unknown connector {self.connector!r}; choose from {sorted(CONNECTORS)}")
         if self.install is None:
@@ -140,6 +157,7 @@ SMOKE_STAGE0 = dict(
     vision_steps=4, vision_batch=8, corpus_scenes=40, lm_steps=4, lm_batch=4, lm_eval_every=2, run_probe=False
 )
 SMOKE_STAGES = dict(max_steps=3, per_device_train_batch_size=4, save_steps=100)
+SMOKE_FOCUS = dict(num_train_epochs=1)  # max_steps (SMOKE_STAGES) caps it anyway
 SMOKE_GRPO = dict(num_generations=2, max_completion_length=16)  # 2 prompts x 2 answers per step
 
 
@@ -177,6 +195,8 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     }
     if args.grpo:
         plan["rl"] = (args.rl_task, args.n_rl, args.seed + 40_000_000, False)
+    if args.focus_task:
+        plan["focus"] = (args.focus_task, args.n_focus, args.seed + 60_000_000, False)
     out, built = {}, False
     for name, (task, n, seed, eval_split) in plan.items():
         path = work / "data" / name
@@ -387,8 +407,26 @@ def run(args: RecipeArgs) -> Path:
             {**layer, **small},
         ),
         ("stage2", config_of("sft"), sft.main, (sft.SFTScriptArgs, SFTConfig, ModelConfig), small),
-        ("stage3", config_of("dpo"), dpo.main, (dpo.DPOScriptArgs, DPOConfig, ModelConfig), small),
     ]
+    # the focus phase: one skill alone until its late transition (2b), then stage 2's data again (2c)
+    tuned = work / "stage2"
+    if args.focus_task:
+        sft_parsers = (sft.SFTScriptArgs, SFTConfig, ModelConfig)
+        stages += [
+            ("stage2b", "sft_focus", sft.main, sft_parsers, {**small, **SMOKE_FOCUS} if args.smoke else {}),
+            ("stage2c", "sft_refresh", sft.main, sft_parsers, small),
+        ]
+        tuned = work / "stage2c"
+    from_tuned = {} if tuned.name == "stage2" else {"model_name_or_path": str(tuned)}
+    stages.append(
+        (
+            "stage3",
+            config_of("dpo"),
+            dpo.main,
+            (dpo.DPOScriptArgs, DPOConfig, ModelConfig),
+            {**small, **from_tuned},
+        )
+    )
     for out_name, config_name, main, parsers, overrides in stages:
         out = work / out_name
         if not _done(out):
@@ -428,6 +466,7 @@ def run(args: RecipeArgs) -> Path:
                 "seed": args.seed,
                 **small,
                 **(SMOKE_GRPO if args.smoke else {}),
+                **from_tuned,
                 **extra.get("grpo", {}),
             }
             parsers = (grpo.GRPOScriptArgs, GRPOConfig, ModelConfig)

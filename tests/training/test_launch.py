@@ -24,6 +24,8 @@ SCRIPTS = {
     "sft": (SFTScriptArgs, SFTConfig, ModelConfig),
     "sft_lora": (SFTScriptArgs, SFTConfig, ModelConfig),
     "sft_qlora": (SFTScriptArgs, SFTConfig, ModelConfig),
+    "sft_focus": (SFTScriptArgs, SFTConfig, ModelConfig),
+    "sft_refresh": (SFTScriptArgs, SFTConfig, ModelConfig),
     "dpo": (DPOScriptArgs, DPOConfig, ModelConfig),
     "grpo": (GRPOScriptArgs, GRPOConfig, ModelConfig),
     "pretrain_qformer": (PretrainScriptArgs, SFTConfig, ModelConfig),

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+import yaml
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from training import ablations, recipe
@@ -40,6 +41,27 @@ def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
     assert again == final
     assert json.loads((tmp_path / "toy" / "timings.json").read_text()) == timings
     assert f'"stage2": {timings["stage2"]}' in (final / "README.md").read_text()
+
+
+def test_smoke_recipe_with_a_focus_phase_starts_dpo_from_its_refreshed_model(tmp_path):
+    work = tmp_path / "toy"
+    final = recipe.main(["--workdir", str(work), "--smoke", "--no-install", "--focus_task", "color"])
+    focus = json.loads((work / "data" / "focus" / "manifest.json").read_text())
+    assert focus["task"] == "color"
+    for stage in ("stage2b", "stage2c"):
+        assert (work / stage / "model.safetensors").is_file()
+        assert (work / "evals" / stage / "summary.json").is_file()
+    configs = {
+        n: yaml.safe_load((work / "configs" / f"{n}.yaml").read_text())
+        for n in ("sft_focus", "sft_refresh", "dpo")
+    }
+    assert configs["sft_focus"]["model_name_or_path"] == f"{work}/stage2"
+    assert configs["sft_focus"]["dataset"] == f"{work}/data/focus"
+    assert configs["sft_refresh"]["model_name_or_path"] == f"{work}/stage2b"
+    assert configs["dpo"]["model_name_or_path"] == str(
+        work / "stage2c"
+    )  # preference tuning starts after the focus
+    assert "| stage2c |" in (final / "README.md").read_text()
 
 
 @pytest.mark.slow  # test time: the GRPO stage, its merge and evals on top of the smoke recipe above
@@ -95,3 +117,5 @@ def test_recipe_refuses_a_malformed_override():
         recipe.RecipeArgs(set=["sft.learning_rate"])
     with pytest.raises(ValueError, match="no configs/toy/nope.yaml"):
         recipe.RecipeArgs(set=["nope.x=1"])
+    with pytest.raises(ValueError, match="focus_task must be a toy-world conversation task"):
+        recipe.RecipeArgs(focus_task="pope")  # a POPE set is not training conversations
