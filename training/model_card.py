@@ -158,7 +158,7 @@ tags: [{tag}, toy-world]
 # The embedded default model
 
 {kind} trained from scratch on the toy world (procedural scenes of shapes, colours and short text)
-by `make toy-model` (`python -m training.recipe`). It knows only that world: counting, colours, shapes,
+by `make toy-model` (`python -m training.recipe`, arguments below). It knows only that world: counting, colours, shapes,
 positions, existence and short printed text in toy-world scenes. Weights: {weights / 1e6:.1f} MB (float16).
 {connector}
 ## Recipe
@@ -167,9 +167,12 @@ Llama LM trained on toy-world data. Stage 1 (`pretrain.yaml`): connector and LM,
 trained from scratch, so it must learn to read image tokens here; docs/recipe.md). Stage 2 (`sft.yaml`):
 LM + connector on instruction conversations (colour questions name their object by shape, existence negatives
 swap one attribute of a present object; a share of the conversations on images with text carry the service's OCR
-hint, read by rapidocr from the training image). Stage 3 (`dpo.yaml`): DPO with LoRA on grounded vs hallucinated
+hint, read by rapidocr from the training image). With `--focus_task`, stage 2b (`sft_focus.yaml`): that one task
+alone for several epochs, then stage 2c (`sft_refresh.yaml`): stage 2's data again for a few hundred steps; the
+stages below start from 2c. Stage 3 (`dpo.yaml`): DPO with LoRA on grounded vs hallucinated
 answers, merged (`training/merge.py`). With `--grpo`, stage 3b (`grpo.yaml`): GRPO with LoRA from stage 2 on
-toy-world prompts, rewarded by the scenes' ground truth (`training/rewards.py`), merged into `final_grpo`.
+toy-world prompts, rewarded by the scenes' ground truth (`training/rewards.py`, relation sentences included), merged
+into `final_grpo`.
 Ablations behind these choices: docs/recipe.md.
 
 Recipe arguments: `{json.dumps(args)}`
