@@ -157,7 +157,6 @@ SMOKE_STAGE0 = dict(
     vision_steps=4, vision_batch=8, corpus_scenes=40, lm_steps=4, lm_batch=4, lm_eval_every=2, run_probe=False
 )
 SMOKE_STAGES = dict(max_steps=3, per_device_train_batch_size=4, save_steps=100)
-SMOKE_FOCUS = dict(num_train_epochs=1)  # max_steps (SMOKE_STAGES) caps it anyway
 SMOKE_GRPO = dict(num_generations=2, max_completion_length=16)  # 2 prompts x 2 answers per step
 
 
@@ -413,7 +412,7 @@ def run(args: RecipeArgs) -> Path:
     if args.focus_task:
         sft_parsers = (sft.SFTScriptArgs, SFTConfig, ModelConfig)
         stages += [
-            ("stage2b", "sft_focus", sft.main, sft_parsers, {**small, **SMOKE_FOCUS} if args.smoke else {}),
+            ("stage2b", "sft_focus", sft.main, sft_parsers, small),
             ("stage2c", "sft_refresh", sft.main, sft_parsers, small),
         ]
         tuned = work / "stage2c"
