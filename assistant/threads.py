@@ -67,6 +67,14 @@ def usable_cpus(affinity: set[int] | None = None, quota: float | None = None) ->
     return n
 
 
+def env_threads(env: dict[str, str] | None = None) -> int | None:
+    """OMP_NUM_THREADS when it is a positive integer, else None. torch honours it by itself; other runtimes
+    (onnxruntime, for OCR) are told it through this."""
+    env = os.environ if env is None else env
+    omp = env.get("OMP_NUM_THREADS", "").strip()
+    return int(omp) if omp.isdigit() and int(omp) > 0 else None
+
+
 def choose_threads(
     params: int, requested: int = 0, cpus: int | None = None, env: dict[str, str] | None = None
 ) -> ThreadChoice:
@@ -75,10 +83,9 @@ def choose_threads(
         raise ValueError(f"threads must be >= 0 (0: choose by the rule), got {requested}")
     if requested:
         return ThreadChoice(requested, "set explicitly")
-    env = os.environ if env is None else env
-    omp = env.get("OMP_NUM_THREADS", "").strip()
-    if omp.isdigit() and int(omp) > 0:
-        return ThreadChoice(int(omp), "OMP_NUM_THREADS")
+    omp = env_threads(env)
+    if omp:
+        return ThreadChoice(omp, "OMP_NUM_THREADS")
     if cpus is None:
         cpus = usable_cpus(quota=cpu_quota())
     if params < SMALL_MODEL_PARAMS:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.threads import SMALL_MODEL_PARAMS, choose_threads, cpu_quota, usable_cpus
+from assistant.threads import SMALL_MODEL_PARAMS, choose_threads, cpu_quota, env_threads, usable_cpus
 
 
 @pytest.mark.parametrize(
@@ -56,3 +56,14 @@ def test_cgroup_quota_v2_v1_and_none(tmp_path):
     assert cpu_quota(tmp_path / "absent") is None
     (tmp_path / "cpu.max").write_text("garbage\n")
     assert cpu_quota(tmp_path) is None
+
+
+def test_ocr_engine_takes_omp_num_threads_as_onnxruntime_does_not(monkeypatch):
+    from assistant.ocr.engines import RapidOCREngine
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert env_threads() == 1 and RapidOCREngine().threads == 1  # a one-thread recipe job keeps OCR on one core
+    assert RapidOCREngine(threads=3).threads == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert env_threads() is None and RapidOCREngine().threads == -1  # onnxruntime's own default
+    assert env_threads({"OMP_NUM_THREADS": "0"}) is None and env_threads({"OMP_NUM_THREADS": "x"}) is None

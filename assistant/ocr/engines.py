@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from PIL import Image
 
 from assistant.errors import AssistantError
+from assistant.threads import env_threads
 
 from .types import OCRLine
 
@@ -52,9 +53,12 @@ class RapidOCREngine:
 
     name = "rapidocr"
 
-    def __init__(self, min_score: float = 0.5, threads: int = -1) -> None:
+    def __init__(self, min_score: float = 0.5, threads: int | None = None) -> None:
+        """`threads`: onnxruntime's intra- and inter-op threads; None: OMP_NUM_THREADS where it is set (a
+        recipe run at one thread per job must not start an OCR pass on every core), else onnxruntime's
+        default (-1)."""
         self.min_score = min_score
-        self.threads = threads
+        self.threads = threads if threads is not None else (env_threads() or -1)
         self._ocr: Any = None
         self._lock = threading.Lock()
 

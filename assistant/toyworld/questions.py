@@ -49,6 +49,12 @@ def ask_count(scene: Scene, ctx: TaskContext) -> QA:
     return QA(phrase(rng, "count", what=what), str(n), "count", "number")
 
 
+def refer_by_shape(scene: Scene, obj: ObjectGT) -> str | None:
+    """A name for `obj` that does not give its colour away: its shape, else its size and shape, if either is
+    unique."""
+    return _refer(scene, obj, "size")
+
+
 def _refer(scene: Scene, obj: ObjectGT, extra: str) -> str | None:
     """ "star", else "<extra> star" (extra: "color" or "size"), whichever names only `obj`."""
     if rel.count(scene, shape=obj.shape) == 1:

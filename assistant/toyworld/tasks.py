@@ -15,9 +15,11 @@ from dataclasses import dataclass, replace
 from .describe import object_summary
 from .pope import make_chair, make_pope
 from .preference import make_pair
-from .questions import SKILLS, ask_caption, ask_detail
+from .questions import SKILLS, ask_caption, ask_detail, refer_by_shape
 from .records import QA, Conversation, Record, TaskContext, WorldStats
+from .relations import region
 from .scene import Scene
+from .templates import phrase
 
 Maker = Callable[[Scene, TaskContext], list[Record]]
 FORMATS: tuple[str, ...] = ("conversation", "preference", "pope", "chair", "prompt")
@@ -139,6 +141,38 @@ def _keyed_mixed(task: str, min_turns: int, max_turns: int, skills: frozenset[st
     return make
 
 
+def _color_all(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """The colour of every object a shape (or size + shape) names, one turn each in random order: "What colour is
+    the star?" several times per image. The focus phase's colour questions, one per image, need about 30,000 before
+    finding an object by its shape is learnt (docs/recipe.md, session 13); here one image carries several."""
+    turns = _keyed_colors(scene, ctx)
+    return [Conversation(scene.seed, tuple(turns), "color_all")] if turns else []
+
+
+def _keyed_colors(scene: Scene, ctx: TaskContext) -> list[QA]:
+    turns = []
+    for obj in scene.objects:
+        name = refer_by_shape(scene, obj)
+        if name:
+            turns.append(QA(phrase(ctx.rng, "color", name=name), obj.color, "color", "color"))
+    ctx.rng.shuffle(turns)
+    return turns
+
+
+def _keyed(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`color_all`, then where one of those objects is, one existence question (half of its negatives swap one
+    attribute of a present object) and one count-by-shape question: every turn finds objects by their shape."""
+    rng = ctx.rng
+    turns = _keyed_colors(scene, ctx)
+    named = [(o, name) for o in scene.objects if (name := refer_by_shape(scene, o))]
+    if named:
+        obj, name = rng.choice(named)
+        turns.append(QA(phrase(rng, "region", name=name), region(scene, obj), "position", "region"))
+    turns.append(SKILLS["existence"](scene, ctx))
+    turns.append(SKILLS["shape_count"](scene, ctx))
+    return [Conversation(scene.seed, tuple(turns), "keyed")]
+
+
 def _rl_detail_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     """One detailed-description prompt per scene, scored on the objects it names (the RL stage's default: short
     questions whose sampled answers all score alike give GRPO no signal; docs/recipe.md)."""
@@ -224,6 +258,18 @@ TASKS: dict[str, TaskSpec] = {
             _mixed("instruct_dense", 6, 12, text_free_ocr=1, yes_no_by_question=True),
             "instruct's skills, 6-12 turns per image (more answers per image), 'is there any text?' on text-free "
             "scenes too (an ablation).",
+        ),
+        TaskSpec(
+            "color_all",
+            "conversation",
+            _color_all,
+            "The colour of every object named by its shape, one turn each (a focus task).",
+        ),
+        TaskSpec(
+            "keyed",
+            "conversation",
+            _keyed,
+            "color_all, then one region, one existence and one count-by-shape question per image (a focus task).",
         ),
         TaskSpec("rl", "prompt", _rl_prompt, "RL prompts: descriptions and short questions, one per scene."),
         TaskSpec("rl_detail", "prompt", _rl_detail_prompt, "RL prompts: one detailed description per scene."),

@@ -19,7 +19,7 @@ from assistant.toyworld import (
 )
 from assistant.toyworld.describe import describe
 from assistant.toyworld.records import ChairItem, Conversation, PopeQuestion, PreferencePair
-from assistant.toyworld.relations import count
+from assistant.toyworld.relations import count, region
 from assistant.toyworld.templates import TEMPLATES
 from assistant.toyworld.vocab import COLOR_NAMES, PLURALS, SHAPE_SYNONYMS, SHAPES, chair_words
 
@@ -288,3 +288,37 @@ def test_instruct_dense_asks_many_questions_per_image_including_text_free_ocr():
     assert all(len({qa.question for qa in c.turns}) == len(c.turns) for c in convs)  # no question repeats
     text_free = [qa for c in convs for qa in c.turns if qa.task == "ocr" and not seeds[c.scene_seed].texts]
     assert text_free and all(qa.answer == "No" for qa in text_free)  # "is there any text?" -> "No"
+
+
+def test_color_all_asks_the_colour_of_every_object_its_shape_names():
+    convs = build_records("color_all", scenes(), 0)
+    seeds = by_seed()
+    assert sum(len(c.turns) for c in convs) >= 2 * len(convs)  # several per image (color: one)
+    for conv in convs:
+        objects = seeds[conv.scene_seed].objects
+        asked = []
+        for qa in conv.turns:
+            assert qa.task == "color" and not any(c in qa.question.lower() for c in COLOR_NAMES)
+            # the name is the shape, or size + shape, and picks out exactly one object: the answer is its colour
+            sized = [o for o in objects if f"{o.size} {o.shape}" in qa.question]
+            hits = sized or [o for o in objects if re.search(rf"\b{o.shape}\b", qa.question)]
+            assert len(hits) == 1 and qa.answer == hits[0].color
+            asked.append(hits[0])
+        assert len(set(map(id, asked))) == len(asked)  # no object asked twice
+
+
+def test_keyed_adds_region_existence_and_count_by_shape_to_color_all():
+    convs = build_records("keyed", scenes(), 0)
+    seeds = by_seed()
+    assert len(convs) == len(scenes())  # every scene, objects or not
+    for conv in convs:
+        scene = seeds[conv.scene_seed]
+        *colors, exists, counted = conv.turns
+        if colors and colors[-1].task == "position":
+            where = colors.pop()
+            assert where.answer_type == "region" and not any(c in where.question.lower() for c in COLOR_NAMES)
+            assert where.answer in {region(scene, o) for o in scene.objects if o.shape in where.question}
+        assert all(qa.task == "color" for qa in colors)
+        assert exists.task == "existence" and exists.answer in ("Yes", "No")
+        shape = next(s for s in SHAPES if PLURALS[s] in counted.question)
+        assert counted.answer == str(count(scene, shape=shape))
