@@ -170,7 +170,7 @@ swap one attribute of a present object; a share of the conversations on images w
 hint, read by rapidocr from the training image). With `--focus_task`, stage 2b (`sft_focus.yaml`): that one task
 alone for several epochs, then stage 2c (`sft_refresh.yaml`): stage 2's data again for a few hundred steps; the
 stages below start from 2c. Stage 3 (`dpo.yaml`): DPO with LoRA on grounded vs hallucinated
-answers, merged (`training/merge.py`). With `--grpo`, stage 3b (`grpo.yaml`): GRPO with LoRA from stage 2 on
+answers, merged (`training/merge.py`). With `--grpo`, stage 3b (`grpo.yaml`): GRPO with LoRA from stage 2 (2c) on
 toy-world prompts, rewarded by the scenes' ground truth (`training/rewards.py`, relation sentences included), merged
 into `final_grpo`.
 Ablations behind these choices: docs/recipe.md.

@@ -90,7 +90,10 @@ class RecipeArgs:
             "(sft_refresh.yaml), and DPO and GRPO start from stage 2c. Empty: off (docs/recipe.md, session 13)."
         },
     )
-    n_focus: int = field(default=10000, metadata={"help": "Scenes of the focus task (one question each)."})
+    n_focus: int = field(
+        default=10000,
+        metadata={"help": "Scenes of the focus task (one conversation each; color: one question)."},
+    )
     ship: str = field(
         default="dpo", metadata={"help": "Which final model is installed and carries the card: dpo or grpo."}
     )
