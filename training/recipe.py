@@ -94,6 +94,16 @@ class RecipeArgs:
         default=10000,
         metadata={"help": "Scenes of the focus task (one conversation each; color: one question)."},
     )
+    refresh_task: str = field(
+        default="",
+        metadata={
+            "help": "Toy-world task of stage 2c's data with --focus_task (n_refresh scenes from seed +70,000,000, "
+            "OCR hints as stage 2's). Empty: stage 2's own data."
+        },
+    )
+    n_refresh: int = field(
+        default=6400, metadata={"help": "Scenes of the refresh task (with --refresh_task)."}
+    )
     ship: str = field(
         default="dpo", metadata={"help": "Which final model is installed and carries the card: dpo or grpo."}
     )
@@ -117,7 +127,16 @@ class RecipeArgs:
     )
 
     def __post_init__(self) -> None:
-        for name in ("n_caption", "n_instruct", "n_preference", "n_eval", "eval_limit", "n_rl", "n_focus"):
+        for name in (
+            "n_caption",
+            "n_instruct",
+            "n_preference",
+            "n_eval",
+            "eval_limit",
+            "n_rl",
+            "n_focus",
+            "n_refresh",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.probe_n and self.probe_n < 4:
@@ -126,14 +145,17 @@ class RecipeArgs:
             raise ValueError(f"ship must be dpo, or grpo together with --grpo; got {self.ship!r}")
         if not 0.0 <= self.ocr_hint_share <= 1.0:
             raise ValueError(f"ocr_hint_share must be between 0 and 1, got {self.ocr_hint_share}")
-        if self.focus_task:
-            from assistant.toyworld import TASKS
+        from assistant.toyworld import TASKS
 
-            if self.focus_task not in TASKS or TASKS[self.focus_task].format != "conversation":
+        for name in ("focus_task", "refresh_task"):
+            task = getattr(self, name)
+            if task and (task not in TASKS or TASKS[task].format != "conversation"):
                 tasks = sorted(n for n, t in TASKS.items() if t.format == "conversation")
                 raise ValueError(
-                    f"focus_task must be a toy-world conversation task, one of {tasks}; got {self.focus_task!r}"
+                    f"{name} must be a toy-world conversation task, one of {tasks}; got {task!r}"
                 )
+        if self.refresh_task and not self.focus_task:
+            raise ValueError("refresh_task sets stage 2c's data, which runs only with --focus_task; add one")
         if self.connector not in CONNECTORS:
             raise ValueError(f"unknown connector {self.connector!r}; choose from {sorted(CONNECTORS)}")
         if self.install is None:
@@ -199,6 +221,8 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         plan["rl"] = (args.rl_task, args.n_rl, args.seed + 40_000_000, False)
     if args.focus_task:
         plan["focus"] = (args.focus_task, args.n_focus, args.seed + 60_000_000, False)
+    if args.refresh_task:
+        plan["refresh"] = (args.refresh_task, args.n_refresh, args.seed + 70_000_000, False)
     out, built = {}, False
     for name, (task, n, seed, eval_split) in plan.items():
         path = work / "data" / name
@@ -210,9 +234,11 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     if args.ocr_hint_share > 0:
         from training.ocr_hints import add_ocr_hints
 
-        hinted = "ocr_hints" in json.loads((out["instruct"] / "manifest.json").read_text())
-        add_ocr_hints(out["instruct"], args.ocr_hint_share, seed=args.seed)
-        built = built or not hinted
+        for name in ("instruct", "refresh"):
+            if name in out:
+                hinted = "ocr_hints" in json.loads((out[name] / "manifest.json").read_text())
+                add_ocr_hints(out[name], args.ocr_hint_share, seed=args.seed)
+                built = built or not hinted
     if args.grpo:
         built = built or not (work / "data" / "anchor" / "manifest.json").is_file()
         out["anchor"] = write_anchor(out["instruct"], work / "data" / "anchor")
@@ -349,7 +375,7 @@ def run(args: RecipeArgs) -> Path:
 
     if args.smoke:
         args.n_caption, args.n_instruct, args.n_preference, args.n_eval, args.eval_limit = 16, 16, 8, 6, 6
-        args.n_rl = 8
+        args.n_rl = args.n_focus = args.n_refresh = 8
         args.probe_n = min(args.probe_n, 8)
     data = timed("data", make_data, args, work)
 
@@ -414,9 +440,10 @@ def run(args: RecipeArgs) -> Path:
     tuned = work / "stage2"
     if args.focus_task:
         sft_parsers = (sft.SFTScriptArgs, SFTConfig, ModelConfig)
+        refresh_data = {"dataset": str(data["refresh"])} if args.refresh_task else {}
         stages += [
             ("stage2b", "sft_focus", sft.main, sft_parsers, small),
-            ("stage2c", "sft_refresh", sft.main, sft_parsers, small),
+            ("stage2c", "sft_refresh", sft.main, sft_parsers, {**small, **refresh_data}),
         ]
         tuned = work / "stage2c"
     from_tuned = {} if tuned.name == "stage2" else {"model_name_or_path": str(tuned)}

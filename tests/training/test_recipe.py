@@ -45,9 +45,22 @@ def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
 
 def test_smoke_recipe_with_a_focus_phase_starts_dpo_from_its_refreshed_model(tmp_path):
     work = tmp_path / "toy"
-    final = recipe.main(["--workdir", str(work), "--smoke", "--no-install", "--focus_task", "color"])
+    final = recipe.main(
+        [
+            "--workdir",
+            str(work),
+            "--smoke",
+            "--no-install",
+            "--focus_task",
+            "color",
+            "--refresh_task",
+            "instruct_train",
+        ]
+    )
     focus = json.loads((work / "data" / "focus" / "manifest.json").read_text())
-    assert focus["task"] == "color"
+    refresh = json.loads((work / "data" / "refresh" / "manifest.json").read_text())
+    assert focus["task"] == "color" and refresh["task"] == "instruct_train"
+    assert "ocr_hints" in refresh  # stage 2c's own data is hinted like stage 2's
     for stage in ("stage2b", "stage2c"):
         assert (work / stage / "model.safetensors").is_file()
         assert (work / "evals" / stage / "summary.json").is_file()
@@ -58,6 +71,7 @@ def test_smoke_recipe_with_a_focus_phase_starts_dpo_from_its_refreshed_model(tmp
     assert configs["sft_focus"]["model_name_or_path"] == f"{work}/stage2"
     assert configs["sft_focus"]["dataset"] == f"{work}/data/focus"
     assert configs["sft_refresh"]["model_name_or_path"] == f"{work}/stage2b"
+    assert configs["sft_refresh"]["dataset"] == f"{work}/data/refresh"
     assert configs["dpo"]["model_name_or_path"] == str(
         work / "stage2c"
     )  # preference tuning starts after the focus
@@ -119,3 +133,5 @@ def test_recipe_refuses_a_malformed_override():
         recipe.RecipeArgs(set=["nope.x=1"])
     with pytest.raises(ValueError, match="focus_task must be a toy-world conversation task"):
         recipe.RecipeArgs(focus_task="pope")  # a POPE set is not training conversations
+    with pytest.raises(ValueError, match="runs only with --focus_task"):
+        recipe.RecipeArgs(refresh_task="instruct_train")
