@@ -38,12 +38,13 @@ bench: install
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-# make toy-model: stages 0-3 with the colour-by-shape focus phase (2b, 2c) and GRPO (3b) beside DPO; the GRPO
-# model is shipped (docs/recipe.md, session 13).
+# make toy-model: stages 0-3 with the colour-by-shape focus phase (2b, then 2c on instruct_train, which also asks
+# "is there any text?" of text-free scenes) and GRPO (3b) beside DPO; the GRPO model is shipped (docs/recipe.md,
+# sessions 13-14).
 # make toy-model CONNECTOR=qformer: the Q-Former variant in runs/toy_qformer (not installed; docs/connectors.md)
 CONNECTOR ?= mlp2x_gelu
 toy-model: install
-	$(BIN)/python -m training.recipe --connector $(CONNECTOR) $(if $(filter qformer,$(CONNECTOR)),--workdir runs/toy_qformer,--focus_task color --grpo --ship grpo)
+	$(BIN)/python -m training.recipe --connector $(CONNECTOR) $(if $(filter qformer,$(CONNECTOR)),--workdir runs/toy_qformer,--focus_task color --refresh_task instruct_train --grpo --ship grpo)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
