@@ -62,7 +62,9 @@ def test_ocr_engine_takes_omp_num_threads_as_onnxruntime_does_not(monkeypatch):
     from assistant.ocr.engines import RapidOCREngine
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert env_threads() == 1 and RapidOCREngine().threads == 1  # a one-thread recipe job keeps OCR on one core
+    assert (
+        env_threads() == 1 and RapidOCREngine().threads == 1
+    )  # a one-thread recipe job keeps OCR on one core
     assert RapidOCREngine(threads=3).threads == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert env_threads() is None and RapidOCREngine().threads == -1  # onnxruntime's own default
