@@ -55,6 +55,11 @@ def refer_by_shape(scene: Scene, obj: ObjectGT) -> str | None:
     return _refer(scene, obj, "size")
 
 
+def pick_by_shape(scene: Scene, ctx: TaskContext) -> tuple[ObjectGT, str] | None:
+    """A random object that `refer_by_shape` can name, with that name."""
+    return _pick_named(scene, ctx, "size")
+
+
 def _refer(scene: Scene, obj: ObjectGT, extra: str) -> str | None:
     """ "star", else "<extra> star" (extra: "color" or "size"), whichever names only `obj`."""
     if rel.count(scene, shape=obj.shape) == 1:
@@ -70,7 +75,7 @@ def _pick_named(scene: Scene, ctx: TaskContext, extra: str) -> tuple[ObjectGT, s
 
 
 def ask_color(scene: Scene, ctx: TaskContext) -> QA | None:
-    pick = _pick_named(scene, ctx, "size")  # the name must not give the colour away
+    pick = pick_by_shape(scene, ctx)  # the name must not give the colour away
     if pick is None:
         return None
     obj, name = pick

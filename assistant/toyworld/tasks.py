@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from .describe import object_summary
 from .pope import make_chair, make_pope
 from .preference import make_pair
-from .questions import SKILLS, ask_caption, ask_detail, refer_by_shape
+from .questions import SKILLS, ask_caption, ask_detail, pick_by_shape, refer_by_shape
 from .records import QA, Conversation, Record, TaskContext, WorldStats
 from .relations import region
 from .scene import Scene
@@ -164,9 +164,9 @@ def _keyed(scene: Scene, ctx: TaskContext) -> list[Record]:
     attribute of a present object) and one count-by-shape question: every turn finds objects by their shape."""
     rng = ctx.rng
     turns = _keyed_colors(scene, ctx)
-    named = [(o, name) for o in scene.objects if (name := refer_by_shape(scene, o))]
-    if named:
-        obj, name = rng.choice(named)
+    pick = pick_by_shape(scene, ctx)
+    if pick:
+        obj, name = pick
         turns.append(QA(phrase(rng, "region", name=name), region(scene, obj), "position", "region"))
     turns.append(SKILLS["existence"](scene, ctx))
     turns.append(SKILLS["shape_count"](scene, ctx))
