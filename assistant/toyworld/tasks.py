@@ -17,7 +17,7 @@ from .pope import make_chair, make_pope
 from .preference import make_pair
 from .questions import SKILLS, ask_caption, ask_detail, pick_by_shape, refer_by_shape
 from .records import QA, Conversation, Record, TaskContext, WorldStats
-from .relations import region
+from .relations import region, unique_name
 from .scene import Scene
 from .templates import phrase
 
@@ -173,6 +173,26 @@ def _keyed(scene: Scene, ctx: TaskContext) -> list[Record]:
     return [Conversation(scene.seed, tuple(turns), "keyed")]
 
 
+def _region_all(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """Where every object its shortest unique name ("star", "red star") names is, one turn each in random order:
+    "Where in the image is the red star?" several times per image. Skill VQA's position questions stayed near
+    chance (0.33) through every stage 2, as finding by shape did before `color_all` (a focus task)."""
+    turns = []
+    for obj in scene.objects:
+        name = unique_name(scene, obj)
+        if name:
+            turns.append(QA(phrase(ctx.rng, "region", name=name), region(scene, obj), "position", "region"))
+    ctx.rng.shuffle(turns)
+    return [Conversation(scene.seed, tuple(turns), "region_all")] if turns else []
+
+
+def _keyed_detail(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`keyed`, opened by a detailed description for half the images: `keyed` alone cost the descriptions their
+    object recall (0.88 -> 0.63 after stage 2c; docs/recipe.md, session 14)."""
+    detail = [ask_detail(scene, ctx)] if ctx.rng.random() < 0.5 else []
+    return [replace(c, turns=(*detail, *c.turns), task="keyed_detail") for c in _keyed(scene, ctx)]
+
+
 def _rl_detail_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     """One detailed-description prompt per scene, scored on the objects it names (the RL stage's default: short
     questions whose sampled answers all score alike give GRPO no signal; docs/recipe.md)."""
@@ -270,6 +290,18 @@ TASKS: dict[str, TaskSpec] = {
             "conversation",
             _keyed,
             "color_all, then one region, one existence and one count-by-shape question per image (a focus task).",
+        ),
+        TaskSpec(
+            "keyed_detail",
+            "conversation",
+            _keyed_detail,
+            "keyed, opened by a detailed description for half the images (a focus task that keeps descriptions).",
+        ),
+        TaskSpec(
+            "region_all",
+            "conversation",
+            _region_all,
+            "Where every uniquely named object is (which ninth of the image), one turn each (a focus task).",
         ),
         TaskSpec("rl", "prompt", _rl_prompt, "RL prompts: descriptions and short questions, one per scene."),
         TaskSpec("rl_detail", "prompt", _rl_detail_prompt, "RL prompts: one detailed description per scene."),

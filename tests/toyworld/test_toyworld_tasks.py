@@ -21,7 +21,7 @@ from assistant.toyworld.describe import describe
 from assistant.toyworld.records import ChairItem, Conversation, PopeQuestion, PreferencePair
 from assistant.toyworld.relations import count, region
 from assistant.toyworld.templates import TEMPLATES
-from assistant.toyworld.vocab import COLOR_NAMES, PLURALS, SHAPE_SYNONYMS, SHAPES, chair_words
+from assistant.toyworld.vocab import COLOR_NAMES, PLURALS, SHAPE_SYNONYMS, SHAPES, SIZES, chair_words
 
 
 @lru_cache(maxsize=4)
@@ -322,3 +322,42 @@ def test_keyed_adds_region_existence_and_count_by_shape_to_color_all():
         assert exists.task == "existence" and exists.answer in ("Yes", "No")
         shape = next(s for s in SHAPES if PLURALS[s] in counted.question)
         assert counted.answer == str(count(scene, shape=shape))
+
+
+def test_keyed_detail_opens_half_the_keyed_conversations_with_the_scene_description():
+    convs = build_records("keyed_detail", scenes(), 0)
+    seeds = by_seed()
+    assert len(convs) == len(scenes())
+    opened = [c for c in convs if c.turns[0].task == "detail"]
+    assert 0.35 < len(opened) / len(convs) < 0.65
+    for conv in opened:
+        assert conv.turns[0].answer == describe(seeds[conv.scene_seed])
+        assert all(qa.task != "detail" for qa in conv.turns[1:])
+    assert all(c.turns[-1].task == "count" and c.turns[-2].task == "existence" for c in convs)
+
+
+def test_region_all_asks_where_every_uniquely_named_object_is():
+    convs = build_records("region_all", scenes(), 0)
+    seeds = by_seed()
+    assert sum(len(c.turns) for c in convs) >= 2 * len(convs)
+    for conv in convs:
+        objects = seeds[conv.scene_seed].objects
+        asked = []
+        for qa in conv.turns:
+            assert qa.task == "position" and qa.answer_type == "region"
+            # the name (shape, colour + shape, or size + colour + shape) picks out exactly one object
+            hits = [
+                o for o in objects if re.search(rf"\b(?:{o.size} )?(?:{o.color} )?{o.shape}\b", qa.question)
+            ]
+            hits = [
+                o for o in hits if all(w in f"{o.size} {o.color} {o.shape}" for w in _name_words(qa.question))
+            ]
+            assert len(hits) == 1 and qa.answer == region(seeds[conv.scene_seed], hits[0])
+            asked.append(hits[0])
+        assert len(set(map(id, asked))) == len(asked)
+
+
+def _name_words(question: str) -> list[str]:
+    """The size, colour and shape words of a question."""
+    vocab = {*COLOR_NAMES, *SHAPES, *SIZES}
+    return [w for w in re.findall(r"[a-z]+", question.lower()) if w in vocab]
