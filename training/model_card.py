@@ -168,7 +168,7 @@ trained from scratch, so it must learn to read image tokens here; docs/recipe.md
 LM + connector on instruction conversations (colour questions name their object by shape, existence negatives
 swap one attribute of a present object; a share of the conversations on images with text carry the service's OCR
 hint, read by rapidocr from the training image). With `--focus_task`, stage 2b (`sft_focus.yaml`): that one task
-alone for several epochs, then stage 2c (`sft_refresh.yaml`): stage 2's data again for a few hundred steps (with
+alone for several epochs (several tasks: stages 2b, 2b2, ... one after another), then stage 2c (`sft_refresh.yaml`): stage 2's data again for a few hundred steps (with
 `--refresh_task`, that task's data: `instruct_train` also asks "is there any text?" of text-free scenes); the
 stages below start from 2c. Stage 3 (`dpo.yaml`): DPO with LoRA on grounded vs hallucinated
 answers, merged (`training/merge.py`). With `--grpo`, stage 3b (`grpo.yaml`): GRPO with LoRA from stage 2 (2c) on

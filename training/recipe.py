@@ -87,7 +87,9 @@ class RecipeArgs:
         metadata={
             "help": "Toy-world task of a focus phase after stage 2 (e.g. color: 'What colour is the star?'): stage "
             "2b trains on it alone (sft_focus.yaml: 5 epochs), stage 2c then a few hundred steps of stage 2's data "
-            "(sft_refresh.yaml), and DPO and GRPO start from stage 2c. Empty: off (docs/recipe.md, session 13)."
+            "(sft_refresh.yaml), and DPO and GRPO start from stage 2c. Several, as TASK:EPOCHS,TASK:EPOCHS (e.g. "
+            "color_all:4,keyed_detail:1): stages 2b, 2b2, ... one after another, each on its own data (data/focus, "
+            "data/focus2, ...). Empty: off (docs/recipe.md, sessions 13-15)."
         },
     )
     n_focus: int = field(
@@ -147,8 +149,9 @@ class RecipeArgs:
             raise ValueError(f"ocr_hint_share must be between 0 and 1, got {self.ocr_hint_share}")
         from assistant.toyworld import TASKS
 
-        for name in ("focus_task", "refresh_task"):
-            task = getattr(self, name)
+        for name, task in [("refresh_task", self.refresh_task)] + [
+            ("focus_task", task) for task, _ in self.focus_stages()
+        ]:
             if task and (task not in TASKS or TASKS[task].format != "conversation"):
                 tasks = sorted(n for n, t in TASKS.items() if t.format == "conversation")
                 raise ValueError(
@@ -161,6 +164,16 @@ class RecipeArgs:
         if self.install is None:
             self.install = self.connector == "mlp2x_gelu"
         self.stage_overrides()  # a malformed --set fails before any work
+
+    def focus_stages(self) -> list[tuple[str, int | None]]:
+        """`--focus_task` as [(task, epochs or None: sft_focus.yaml's)], in training order."""
+        stages = []
+        for item in filter(None, (part.strip() for part in self.focus_task.split(","))):
+            task, sep, epochs = item.partition(":")
+            if sep and not (epochs.isdigit() and int(epochs) > 0):
+                raise ValueError(f"focus_task {item!r}: write TASK or TASK:EPOCHS with EPOCHS >= 1")
+            stages.append((task, int(epochs) if sep else None))
+        return stages
 
     def stage_overrides(self) -> dict[str, dict]:
         """`--set` as {config name: {key: value}}."""
@@ -219,8 +232,8 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     }
     if args.grpo:
         plan["rl"] = (args.rl_task, args.n_rl, args.seed + 40_000_000, False)
-    if args.focus_task:
-        plan["focus"] = (args.focus_task, args.n_focus, args.seed + 60_000_000, False)
+    for i, (task, _) in enumerate(args.focus_stages()):
+        plan[focus_name("focus", i)] = (task, args.n_focus, args.seed + 60_000_000 + i * 1_000_000, False)
     if args.refresh_task:
         plan["refresh"] = (args.refresh_task, args.n_refresh, args.seed + 70_000_000, False)
     out, built = {}, False
@@ -243,6 +256,11 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         built = built or not (work / "data" / "anchor" / "manifest.json").is_file()
         out["anchor"] = write_anchor(out["instruct"], work / "data" / "anchor")
     return out if built else Reused(out)
+
+
+def focus_name(base: str, i: int) -> str:
+    """The i-th focus stage's name: focus, focus2, ... (data) or stage2b, stage2b2, ... (model)."""
+    return base if i == 0 else f"{base}{i + 1}"
 
 
 def write_anchor(instruct: Path, out: Path, drop: tuple[str, ...] = ("detail", "caption")) -> Path:
@@ -299,10 +317,11 @@ def stage_yaml(name: str, work: Path, **overrides) -> dict:
     return {**yaml.safe_load(text), **overrides}
 
 
-def stage_config(name: str, work: Path, parsers: tuple, **overrides) -> tuple:
-    """Parse configs/toy/NAME.yaml with its runs/toy/ paths moved under `work`."""
+def stage_config(name: str, work: Path, parsers: tuple, saved_as: str = "", **overrides) -> tuple:
+    """Parse configs/toy/NAME.yaml with its runs/toy/ paths moved under `work`; the config as run is kept as
+    work/configs/NAME.yaml (or SAVED_AS.yaml: a stage that reuses another's YAML, as stage 2b2 does 2b's)."""
     config = stage_yaml(name, work, **overrides)
-    path = work / "configs" / f"{name}.yaml"
+    path = work / "configs" / f"{saved_as or name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return TrlParser(parsers).parse_args_and_config(args=["--config", str(path)])
@@ -436,15 +455,26 @@ def run(args: RecipeArgs) -> Path:
         ),
         ("stage2", config_of("sft"), sft.main, (sft.SFTScriptArgs, SFTConfig, ModelConfig), small),
     ]
-    # the focus phase: one skill alone until its late transition (2b), then stage 2's data again (2c)
+    # the focus phase: one skill alone until its late transition (2b; 2b2, ... after it), then stage 2's data
+    # again (2c)
     tuned = work / "stage2"
+    pinned: dict[str, dict] = {}  # a stage's settings that --set does not override
     if args.focus_task:
         sft_parsers = (sft.SFTScriptArgs, SFTConfig, ModelConfig)
+        previous = tuned
+        for i, (_, epochs) in enumerate(args.focus_stages()):  # TASK:EPOCHS wins over --set sft_focus.*
+            name = focus_name("stage2b", i)
+            focus = {
+                "model_name_or_path": str(previous),
+                "dataset": str(data[focus_name("focus", i)]),
+                "output_dir": str(work / name),
+            }
+            pinned[name] = {"num_train_epochs": epochs} if epochs else {}
+            stages.append((name, "sft_focus", sft.main, sft_parsers, {**focus, **small}))
+            previous = work / name
         refresh_data = {"dataset": str(data["refresh"])} if args.refresh_task else {}
-        stages += [
-            ("stage2b", "sft_focus", sft.main, sft_parsers, small),
-            ("stage2c", "sft_refresh", sft.main, sft_parsers, {**small, **refresh_data}),
-        ]
+        refresh = {"model_name_or_path": str(previous), **refresh_data}
+        stages.append(("stage2c", "sft_refresh", sft.main, sft_parsers, {**small, **refresh}))
         tuned = work / "stage2c"
     from_tuned = {} if tuned.name == "stage2" else {"model_name_or_path": str(tuned)}
     stages.append(
@@ -459,8 +489,14 @@ def run(args: RecipeArgs) -> Path:
     for out_name, config_name, main, parsers, overrides in stages:
         out = work / out_name
         if not _done(out):
-            settings = {"seed": args.seed, **overrides, **extra.get(config_name, {})}
-            timed(out_name, main, *stage_config(config_name, work, parsers, **settings))
+            settings = {
+                "seed": args.seed,
+                **overrides,
+                **extra.get(config_name, {}),
+                **pinned.get(out_name, {}),
+            }
+            saved_as = out_name if out_name in pinned and out_name != "stage2b" else ""
+            timed(out_name, main, *stage_config(config_name, work, parsers, saved_as, **settings))
         if out_name != "stage3":
             metrics[out_name] = timed(
                 f"eval_{out_name}",

@@ -43,7 +43,7 @@ def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
     assert f'"stage2": {timings["stage2"]}' in (final / "README.md").read_text()
 
 
-def test_smoke_recipe_with_a_focus_phase_starts_dpo_from_its_refreshed_model(tmp_path):
+def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(tmp_path):
     work = tmp_path / "toy"
     final = recipe.main(
         [
@@ -52,25 +52,36 @@ def test_smoke_recipe_with_a_focus_phase_starts_dpo_from_its_refreshed_model(tmp
             "--smoke",
             "--no-install",
             "--focus_task",
-            "color",
+            "color_all:2,keyed_detail",
             "--refresh_task",
             "instruct_train",
+            "--set",
+            "sft_focus.num_train_epochs=7",
         ]
     )
-    focus = json.loads((work / "data" / "focus" / "manifest.json").read_text())
-    refresh = json.loads((work / "data" / "refresh" / "manifest.json").read_text())
-    assert focus["task"] == "color" and refresh["task"] == "instruct_train"
-    assert "ocr_hints" in refresh  # stage 2c's own data is hinted like stage 2's
-    for stage in ("stage2b", "stage2c"):
+    tasks = {
+        name: json.loads((work / "data" / name / "manifest.json").read_text())["task"]
+        for name in ("focus", "focus2", "refresh")
+    }
+    assert tasks == {"focus": "color_all", "focus2": "keyed_detail", "refresh": "instruct_train"}
+    assert "ocr_hints" in json.loads(
+        (work / "data" / "refresh" / "manifest.json").read_text()
+    )  # hinted as stage 2
+    for stage in ("stage2b", "stage2b2", "stage2c"):
         assert (work / stage / "model.safetensors").is_file()
         assert (work / "evals" / stage / "summary.json").is_file()
     configs = {
         n: yaml.safe_load((work / "configs" / f"{n}.yaml").read_text())
-        for n in ("sft_focus", "sft_refresh", "dpo")
+        for n in ("sft_focus", "stage2b2", "sft_refresh", "dpo")
     }
     assert configs["sft_focus"]["model_name_or_path"] == f"{work}/stage2"
     assert configs["sft_focus"]["dataset"] == f"{work}/data/focus"
-    assert configs["sft_refresh"]["model_name_or_path"] == f"{work}/stage2b"
+    assert configs["sft_focus"]["num_train_epochs"] == 2  # TASK:EPOCHS wins over --set
+    assert configs["stage2b2"]["model_name_or_path"] == f"{work}/stage2b"
+    assert configs["stage2b2"]["dataset"] == f"{work}/data/focus2"
+    assert configs["stage2b2"]["output_dir"] == f"{work}/stage2b2"
+    assert configs["stage2b2"]["num_train_epochs"] == 7  # no epochs given: --set's
+    assert configs["sft_refresh"]["model_name_or_path"] == f"{work}/stage2b2"
     assert configs["sft_refresh"]["dataset"] == f"{work}/data/refresh"
     assert configs["dpo"]["model_name_or_path"] == str(
         work / "stage2c"
@@ -133,5 +144,13 @@ def test_recipe_refuses_a_malformed_override():
         recipe.RecipeArgs(set=["nope.x=1"])
     with pytest.raises(ValueError, match="focus_task must be a toy-world conversation task"):
         recipe.RecipeArgs(focus_task="pope")  # a POPE set is not training conversations
+    with pytest.raises(ValueError, match="focus_task must be a toy-world conversation task"):
+        recipe.RecipeArgs(focus_task="color_all:3,pope:1")
+    with pytest.raises(ValueError, match="TASK:EPOCHS with EPOCHS >= 1"):
+        recipe.RecipeArgs(focus_task="color_all:0")
+    assert recipe.RecipeArgs(focus_task="color_all:4, keyed").focus_stages() == [
+        ("color_all", 4),
+        ("keyed", None),
+    ]
     with pytest.raises(ValueError, match="runs only with --focus_task"):
         recipe.RecipeArgs(refresh_task="instruct_train")
