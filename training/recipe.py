@@ -89,7 +89,7 @@ class RecipeArgs:
             "2b trains on it alone (sft_focus.yaml: 5 epochs), stage 2c then a few hundred steps of stage 2's data "
             "(sft_refresh.yaml), and DPO and GRPO start from stage 2c. Several, as TASK:EPOCHS,TASK:EPOCHS (e.g. "
             "color_all:4,keyed_detail:1): stages 2b, 2b2, ... one after another, each on its own data (data/focus, "
-            "data/focus2, ...). Empty: off (docs/recipe.md, sessions 13-15)."
+            "data/focus2, ...: scenes from seed +60,000,000, +62,000,000, ...). Empty: off (docs/recipe.md, sessions 13-15)."
         },
     )
     n_focus: int = field(
@@ -233,7 +233,7 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     if args.grpo:
         plan["rl"] = (args.rl_task, args.n_rl, args.seed + 40_000_000, False)
     for i, (task, _) in enumerate(args.focus_stages()):
-        plan[focus_name("focus", i)] = (task, args.n_focus, args.seed + 60_000_000 + i * 1_000_000, False)
+        plan[focus_name("focus", i)] = (task, args.n_focus, args.seed + 60_000_000 + i * 2_000_000, False)
     if args.refresh_task:
         plan["refresh"] = (args.refresh_task, args.n_refresh, args.seed + 70_000_000, False)
     out, built = {}, False
