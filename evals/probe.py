@@ -38,7 +38,11 @@ from .vqa import PARSERS, answer_credit
 
 log = logging.getLogger(__name__)
 
-TOY_QUESTIONS = {"shape": "What shape is the object?", "color": "What colour is the object?"}
+TOY_QUESTIONS = {
+    "shape": "What shape is the object?",
+    "color": "What colour is the object?",
+    "region": "Where in the image is the object?",
+}
 PROBE_SEED_BASE = 1_700_000_000  # inside the toy world's reserved evaluation range
 
 
@@ -53,15 +57,19 @@ class ProbeItem:
 
 
 def toyworld_items(n: int, seed: int = PROBE_SEED_BASE, preset: str = "tiny") -> list[ProbeItem]:
-    """`n` one-object toy scenes (no text) labelled with their object's shape and colour."""
+    """`n` one-object toy scenes (no text) labelled with their object's shape, colour and region (which ninth of
+    the image: pooled image features lose it, so `encoder` and `connector` read it near `majority`; the LM's answer
+    position is where it shows)."""
     from assistant.toyworld import generate_scene, get_preset, render
+    from assistant.toyworld.relations import region
 
     config = dataclasses.replace(get_preset(preset), count=(1, 1), text_prob=0.0)
     items = []
     for i in range(n):
         scene = generate_scene(seed + i, config)
         obj = scene.objects[0]
-        items.append(ProbeItem(render(scene), {"shape": obj.shape, "color": obj.color}))
+        labels = {"shape": obj.shape, "color": obj.color, "region": region(scene, obj)}
+        items.append(ProbeItem(render(scene), labels))
     return items
 
 

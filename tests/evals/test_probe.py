@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from assistant.toyworld import COLORS, SHAPES
+from assistant.toyworld.relations import REGIONS
 from evals.clients import EvalError
 from evals.probe import ProbeItem, linear_probe, load_items, majority, markdown, run_probe, toyworld_items
 
@@ -34,14 +35,17 @@ def test_toyworld_items_hold_one_labelled_object():
     assert len(items) == 6
     for item in items:
         assert item.labels["shape"] in SHAPES and item.labels["color"] in COLORS
+        assert item.labels["region"] in {r for row in REGIONS for r in row}
         assert item.question("shape") == "What shape is the object?"
+        assert item.question("region") == "Where in the image is the object?"
     assert toyworld_items(6)[0].image.tobytes() == items[0].image.tobytes()  # seeded
 
 
 def test_probe_job_on_the_tiny_model(tiny_assistant, tmp_path):
     result = run_probe(tiny_assistant, tmp_path, n=8, steps=20)
     n_layers = tiny_assistant.model.config.text_config.num_hidden_layers
-    for attr in ("shape", "color"):
+    assert set(result["scores"]) == {"shape", "color", "region"}
+    for attr in ("shape", "color", "region"):
         row = result["scores"][attr]
         assert set(row) == {
             "majority",

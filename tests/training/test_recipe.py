@@ -22,7 +22,11 @@ def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
     assert "## Metrics after each stage" in card and "| final (blind) |" in card
     summary = json.loads((tmp_path / "toy" / "evals" / "final" / "summary.json").read_text())
     assert set(summary) == {"vqa", "pope", "chair", "text", "text_ocr_hints", "probe"}
-    assert set(summary["pope"]) == {"image", "blind"} and set(summary["probe"]) == {"shape", "color"}
+    assert set(summary["pope"]) == {"image", "blind"} and set(summary["probe"]) == {
+        "shape",
+        "color",
+        "region",
+    }
     assert "descriptions (final)" in card and "descriptions (final_grpo)" not in card
     assert "| lm.0 |" in card and "Threads and CPUs" in card and "color @4+" in card
     assert "Relation sentences:" in card  # the toy CHAIR set checks them on each scene's layout
