@@ -223,3 +223,34 @@ def test_encoder_training_is_deterministic_on_two_threads():
         assert torch.equal(a, b), name
     for a, b in zip(runs[0].heads.state_dict().values(), runs[1].heads.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_position_head_learns_each_patchs_place_and_round_trips(tmp_path: Path):
+    """position_weight adds a per-patch head that names the patch's place in its view; its loss falls from
+    log(P) and the heads save and load with it (heads saved without it still load: the head is optional)."""
+    from training.stage0.vision import load_heads, save_vision, train_vision
+
+    args = VisionArgs(
+        vision_hidden=32,
+        vision_layers=2,
+        vision_heads=2,
+        vision_steps=60,
+        vision_batch=8,
+        embed_dim=32,
+        vision_lr=3e-3,
+        position_weight=1.0,
+    )
+    result = train_vision(args, PRESETS["tiny"], seed=0)
+    place = result.losses["place"]
+    slots = (args.vision_tile // args.vision_patch) ** 2
+    assert np.mean(place[:10]) == pytest.approx(np.log(slots), rel=0.1)  # chance: log P
+    assert np.mean(place[-10:]) < 0.96 * np.mean(place[:10])  # falling (slowly at this size)
+    save_vision(result, args, tmp_path / "vision", tmp_path / "heads.pt")
+    heads, loaded = load_heads(tmp_path / "heads.pt")
+    assert loaded.position_weight == 1.0 and hasattr(heads, "place")
+    assert (
+        "place"
+        not in train_vision(
+            VisionArgs(**{**vars(args), "position_weight": 0.0, "vision_steps": 1}), PRESETS["tiny"], seed=0
+        ).losses
+    )

@@ -51,6 +51,15 @@ class VisionArgs:
             "makes shape as loud in the patch tokens as colour (issue 14, arm E)."
         },
     )
+    position_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a per-patch loss that names the patch's own place in its view (one of the view's "
+            "P patches), inside the dense loss: keeps where a patch is in the tokens LLaVA reads (0: off; session "
+            "15: without it the connector's output tells a patch's place at 0.13, chance 0.06, and position "
+            "answers stayed at chance)."
+        },
+    )
     contrastive_weight: float = field(default=0.5, metadata={"help": "Weight of the contrastive loss."})
     contrastive_loss: str = field(default="infonce", metadata={"help": f"Contrastive loss: {LOSSES}."})
     hard_negatives: int = field(

@@ -2,7 +2,8 @@
 
 Per step, B scenes give B x V views (base view + tiles). Losses:
 - dense, on the patch tokens of `vision_feature_layer` (the hidden layer LLaVA reads): per patch
-  objectness, shape, colour and "an object's centre is here", plus the view's object count;
+  objectness, shape, colour and "an object's centre is here" (with `position_weight`, also the patch's own place
+  in its view), plus the view's object count;
 - contrastive (InfoNCE, or SigLIP's sigmoid loss) between pooled last-layer tokens and canonical captions,
   per view and per scene, with hard-negative captions that differ from the truth in one attribute.
 The text tower and poolers are training-only heads, saved apart from the HF vision directory.
@@ -109,6 +110,8 @@ class Stage0Heads(nn.Module):
         self.count = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, MAX_COUNT))
         self.silhouette = nn.Linear(d, args.silhouette_cells**2)
         self.part = nn.Linear(d, 9)
+        if args.position_weight:  # a patch's place in its view (absent from heads saved before it existed)
+            self.place = nn.Linear(d, (args.vision_tile // args.vision_patch) ** 2)
         self.object = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, len(SHAPES) + len(COLORS)))
         self.view_pool = TokenPool(d, args.embed_dim)
         self.scene_pool = TokenPool(d, args.embed_dim)
@@ -148,7 +151,11 @@ def dense_losses(feats: torch.Tensor, batch: ViewBatch, heads: Stage0Heads) -> d
     shape, color = out[..., 2 : 2 + s], out[..., 2 + s :]
     count = heads.count(feats.mean(dim=1))  # (B*V, MAX_COUNT)
     silhouette = heads.silhouette(heads.dense_norm(feats))  # (B*V, P, M*M)
-    return {
+    place = {}
+    if hasattr(heads, "place"):
+        slots = torch.arange(feats.shape[1], device=feats.device).expand(feats.shape[0], -1)
+        place["place"] = F.cross_entropy(heads.place(heads.dense_norm(feats)).flatten(0, 1), slots.flatten())
+    return place | {
         "silhouette": F.binary_cross_entropy_with_logits(silhouette, batch.silhouette.flatten(0, 1)),
         "part": F.cross_entropy(
             heads.part(heads.dense_norm(feats)).flatten(0, 1), batch.part.flatten(), ignore_index=IGNORE
@@ -267,6 +274,8 @@ def train_vision(args: VisionArgs, config: SceneConfig, seed: int, seed_start: i
         )
         dense = sum(losses[k] for k in ("objectness", "centre", "color", "count", "silhouette", "part"))
         dense = dense + args.shape_weight * losses["shape"]
+        if args.position_weight:
+            dense = dense + args.position_weight * losses["place"]
         if args.object_weight:
             dense = dense + args.object_weight * (
                 args.shape_weight * losses["object_shape"] + losses["object_color"]
