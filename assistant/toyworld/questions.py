@@ -26,8 +26,8 @@ def ask_caption(scene: Scene, ctx: TaskContext) -> QA:
     return QA(phrase(ctx.rng, "caption_prompt"), caption(scene, ctx.rng), "caption", "free")
 
 
-def ask_detail(scene: Scene, ctx: TaskContext) -> QA:
-    return QA(phrase(ctx.rng, "detail"), describe(scene), "detail", "free")
+def ask_detail(scene: Scene, ctx: TaskContext, templates: str = "detail") -> QA:
+    return QA(phrase(ctx.rng, templates), describe(scene), "detail", "free")
 
 
 def ask_count(scene: Scene, ctx: TaskContext) -> QA:

@@ -83,11 +83,13 @@ def _mixed(
     rehearse: float = 0.0,
     text_free_ocr: float = 0.0,
     yes_no_by_question: bool = False,
+    detail_templates: str = "detail",
 ) -> Maker:
     """Conversations of `want` turns drawn from `mix`; about one in seven opens with a detailed description and
     `rehearse` of them with a stage-1 caption. `text_free_ocr`: the weight of `ocr` ("is there any text?") on
     scenes without text (0: reading questions only where there is text). `yes_no_by_question`: a yes/no turn is
-    dropped only when its question repeats, not its answer."""
+    dropped only when its question repeats, not its answer. `detail_templates`: the phrasings of the description
+    request."""
 
     def make(scene: Scene, ctx: TaskContext) -> list[Record]:
         rng = ctx.rng
@@ -95,7 +97,7 @@ def _mixed(
         turns: list[QA] = []
         opener = rng.random()
         if opener < 0.15:
-            turns.append(ask_detail(scene, ctx))
+            turns.append(ask_detail(scene, ctx, detail_templates))
         elif opener < 0.15 + rehearse:
             turns.append(ask_caption(scene, ctx))
         weights_of = dict(mix)
@@ -259,6 +261,13 @@ TASKS: dict[str, TaskSpec] = {
             _mixed("instruct_train", 1, 4, _TRAIN_MIX, text_free_ocr=1),
             "The recipe's stage-2 data: instruct's skills, more position questions, 'is there any text?' on "
             "text-free scenes too.",
+        ),
+        TaskSpec(
+            "instruct_varied",
+            "conversation",
+            _mixed("instruct_varied", 1, 4, _TRAIN_MIX, text_free_ocr=1, detail_templates="detail_varied"),
+            "instruct_train, with the description asked in three times as many phrasings (stage 2c's data after "
+            "focus stages, which left the model answering 'Yes' to a description request it had not seen).",
         ),
         TaskSpec(
             "sft_mix",

@@ -140,6 +140,23 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "What do you see in the image? Describe every object.",
         "Describe everything in this image.",
     ),
+    # `detail` and more ways of asking (instruct_varied): after the focus stages the model answered "Yes" to the
+    # CHAIR eval's held-out "Please describe this image in detail." (docs/recipe.md, session 15); that prompt stays
+    # held out, so it is not among these
+    "detail_varied": (
+        "Describe the image in detail.",
+        "Give a detailed description of this picture.",
+        "What do you see in the image? Describe every object.",
+        "Describe everything in this image.",
+        "Please describe the picture.",
+        "Can you describe this image for me?",
+        "Could you give me a detailed description of the image?",
+        "Tell me about this picture in detail.",
+        "Please tell me what this image shows.",
+        "Write a detailed description of the image.",
+        "Describe this picture, please.",
+        "What is in this image? Please be thorough.",
+    ),
 }
 
 

@@ -361,3 +361,12 @@ def _name_words(question: str) -> list[str]:
     """The size, colour and shape words of a question."""
     vocab = {*COLOR_NAMES, *SHAPES, *SIZES}
     return [w for w in re.findall(r"[a-z]+", question.lower()) if w in vocab]
+
+
+def test_instruct_varied_asks_for_descriptions_in_more_phrasings_never_the_chair_prompt():
+    from evals.config import CHAIR_PROMPT
+
+    asked = {qa.question for _, qa in _turns("instruct_varied", "standard") if qa.task == "detail"}
+    assert set(TEMPLATES["detail"]) < set(TEMPLATES["detail_varied"])
+    assert len(asked) > len(TEMPLATES["detail"]) and asked <= set(TEMPLATES["detail_varied"])
+    assert CHAIR_PROMPT not in TEMPLATES["detail_varied"]  # the eval's prompt stays held out
