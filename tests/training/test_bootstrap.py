@@ -3,6 +3,7 @@ assemble into a LLaVA-NeXT that runs, and the probe runs. The full-size quality 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -230,16 +231,7 @@ def test_position_head_learns_each_patchs_place_and_round_trips(tmp_path: Path):
     log(P) and the heads save and load with it (heads saved without it still load: the head is optional)."""
     from training.stage0.vision import load_heads, save_vision, train_vision
 
-    args = VisionArgs(
-        vision_hidden=32,
-        vision_layers=2,
-        vision_heads=2,
-        vision_steps=60,
-        vision_batch=8,
-        embed_dim=32,
-        vision_lr=3e-3,
-        position_weight=1.0,
-    )
+    args = dataclasses.replace(tiny_args(tmp_path)[1], vision_steps=60, position_weight=1.0)
     result = train_vision(args, PRESETS["tiny"], seed=0)
     place = result.losses["place"]
     slots = (args.vision_tile // args.vision_patch) ** 2
@@ -251,6 +243,6 @@ def test_position_head_learns_each_patchs_place_and_round_trips(tmp_path: Path):
     assert (
         "place"
         not in train_vision(
-            VisionArgs(**{**vars(args), "position_weight": 0.0, "vision_steps": 1}), PRESETS["tiny"], seed=0
+            dataclasses.replace(args, position_weight=0.0, vision_steps=1), PRESETS["tiny"], seed=0
         ).losses
     )
