@@ -167,3 +167,32 @@ def test_relation_weight_rewards_right_relations_and_never_silence_over_them():
     assert with_layout[1] < without[1] < 1.0  # the invented hexagon costs precision either way
     with pytest.raises(ValueError, match="relation_weight must be between 0 and 1"):
         grpo_reward_functions(relation_weight=2.0)
+
+
+def test_relation_penalty_charges_every_wrong_relation_and_no_right_one():
+    layout = layout_objects(LAYOUT)
+    right = "The star is to the left of the cross."
+    wrong = "The star is to the right of the cross."  # both objects listed, the relation does not hold
+    wrong2 = "The circle is above the star."
+    texts = {
+        "silent": LISTED,
+        "right": f"{LISTED} {right}",
+        "one wrong": f"{LISTED} {wrong}",
+        "two wrong": f"{LISTED} {wrong} {wrong2}",
+        "right + wrong": f"{LISTED} {right} {wrong}",
+    }
+
+    def reward(text, **kw):
+        return description_reward(text, SCENE, layout=layout, **kw)
+
+    penalised = {name: reward(text, relation_penalty=0.3) for name, text in texts.items()}
+    assert penalised["silent"] == penalised["right"] == 1.0
+    assert penalised["one wrong"] == pytest.approx(0.7)
+    assert penalised["two wrong"] == pytest.approx(0.49)  # each wrong one costs: fewer is better
+    assert penalised["right + wrong"] == pytest.approx(0.7)
+    shared = {name: reward(text, relation_weight=0.3) for name, text in texts.items()}
+    assert shared["one wrong"] == shared["two wrong"]  # the share alone cannot tell one wrong from two
+    both = reward(texts["two wrong"], relation_weight=0.3, relation_penalty=0.3)
+    assert both == pytest.approx(0.7 * 0.49)
+    with pytest.raises(ValueError, match="relation_penalty must be between 0 and 1"):
+        grpo_reward_functions(relation_penalty=1.5)
