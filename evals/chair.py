@@ -99,3 +99,24 @@ def score_relations(descriptions: Sequence[str], layouts: Sequence[Sequence[dict
         "per_description": stated / len(descriptions) if descriptions else 0.0,
         "descriptions_with_relations": with_relations,
     }
+
+
+def score_texts(descriptions: Sequence[str], texts: Sequence[Sequence[str]]) -> dict[str, float | int]:
+    """The text the descriptions say the images show (each quoted string is a claim), checked on each scene's
+    texts (toy world: `assistant.toyworld.relations.text_accuracy`): how many were stated, and how many of them
+    the scene does not have, per description. CHAIR counts objects only, so an invented 'The number "21" is
+    written on the right.' shows here and nowhere else."""
+    from assistant.toyworld.relations import text_accuracy
+
+    right = stated = with_invented = 0
+    for text, truth in zip(descriptions, texts, strict=True):
+        r, s = text_accuracy(text, truth)
+        right, stated, with_invented = right + r, stated + s, with_invented + (s > r)
+    n = len(descriptions)
+    return {
+        "stated": stated,
+        "right": right,
+        "per_description": stated / n if n else 0.0,
+        "invented_per_description": (stated - right) / n if n else 0.0,
+        "descriptions_with_invented": with_invented,
+    }

@@ -123,6 +123,12 @@ def _columns(bench: str, rows: list[dict], answers: list[str], vocabulary: str) 
         rel = [relation_accuracy(a, layout_objects(r["layout"])) for r, a in zip(rows, answers, strict=True)]
         cols["relations_right"] = np.array([right for right, _ in rel])
         cols["relations_stated"] = np.array([stated for _, stated in rel])
+    if rows and all("texts" in r for r in rows):  # ... and their quoted text
+        from assistant.toyworld.relations import text_accuracy
+
+        said = [text_accuracy(a, r["texts"]) for r, a in zip(rows, answers, strict=True)]
+        cols["texts_stated"] = np.array([stated for _, stated in said])
+        cols["texts_invented"] = np.array([stated - right for right, stated in said])
     return cols
 
 
@@ -136,6 +142,7 @@ METRICS: dict[str, list[tuple[str, Metric]]] = {
         ("coverage", _ratio("covered", "truth")),
         ("relations.accuracy", _ratio("relations_right", "relations_stated")),
         ("relations.per_description", _mean("relations_stated")),
+        ("texts.invented_per_description", _mean("texts_invented")),
     ],
 }
 
@@ -167,6 +174,8 @@ def compare(a: Path, b: Path, resamples: int = 2000, seed: int = 0) -> list[Row]
             for name, metric in metrics:
                 if name.startswith("relations.") and "relations_stated" not in cols[0]:
                     continue  # scenes without a layout: no relation figures
+                if name.startswith("texts.") and "texts_stated" not in cols[0]:
+                    continue  # scenes without their texts: no text figures
                 values = [metric(c, idx) for c in cols]
                 if group == "all":  # the per-item rescoring must reproduce each report's own figure
                     section, _, key = name.rpartition(".")

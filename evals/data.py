@@ -149,16 +149,17 @@ def load_qa(data: Path, image_dir: Path | None = None) -> Dataset:
 def load_chair(data: Path, image_dir: Path | None = None) -> Dataset:
     """CHAIR items: the toy world's chair.jsonl, or any JSONL of `{image_id, image, objects: [category...]}`.
     Beside a toy world's scenes.jsonl, each row also gets its scene's `layout` (objects with size and box), on
-    which the descriptions' relation sentences are checked."""
+    which the descriptions' relation sentences are checked, and its `texts`, on which their quoted text is."""
     path = _record_file(data, "chair.jsonl")
     rows = read_jsonl(path)
     _require(rows, ("image_id", "image", "objects"), path)
     scenes = path.parent / "scenes.jsonl"
-    layouts = {r["image"]: r["objects"] for r in read_jsonl(scenes)} if scenes.is_file() else {}
+    scene_rows = {r["image"]: r for r in read_jsonl(scenes)} if scenes.is_file() else {}
     for row in rows:
         row["question_id"] = str(row["image_id"])
-        if row["image"] in layouts:
-            row["layout"] = layouts[row["image"]]
+        if row["image"] in scene_rows:
+            row["layout"] = scene_rows[row["image"]]["objects"]
+            row["texts"] = [t["text"] for t in scene_rows[row["image"]].get("texts", [])]
     images = _attach_images(rows, image_dir or path.parent, data)
     return Dataset(rows, (path, *images), str(data))
 

@@ -29,6 +29,7 @@ COLUMNS = (
     ("CHAIR_i", "chair", "all", "chair_i"),
     ("recall", "chair", "all", "coverage"),
     ("relations right", "chair", "relations", "accuracy"),
+    ("texts invented", "chair", "texts", "invented_per_description"),
     ("text", "text", "ocr", "accuracy"),
     ("text+hints", "text_ocr_hints", "ocr", "accuracy"),
 )

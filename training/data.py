@@ -209,8 +209,10 @@ def load_prompt_dataset(
     """RL prompts: `prompt` (TRL conversational, one image part), `images`, and the ground truth the rewards read:
     `answer` + `answer_type` (short questions, scored like skill VQA) or `answer_type: free` + `objects`
     ([[colour, shape], ...], descriptions), optionally `layout` ([{shape, color, size, box}, ...]: the relation
-    sentences of descriptions are then checked). Rows without ground truth count as descriptions of unknown scenes
-    and need a judge reward (not in the toy recipe). `objects` and `layout` become JSON string columns."""
+    sentences of descriptions are then checked) and `texts` (the scene's texts: quoted text in a description is then
+    checked). Rows without ground truth count as descriptions of unknown scenes
+    and need a judge reward (not in the toy recipe). `objects`, `layout` and `texts` become JSON string columns (`texts`
+    null when a row has none: unchecked)."""
     rows, root = _read_rows(source, PROMPT_FILES, split)
     rows = rows[:max_samples] if max_samples else rows
     if rows and "prompt" not in rows[0]:
@@ -220,5 +222,6 @@ def load_prompt_dataset(
         row.setdefault("answer_type", "free")
         row["objects"] = json.dumps(row.get("objects", []))
         row["layout"] = json.dumps(row.get("layout", []))
-    columns = ["prompt", "images", "answer", "answer_type", "objects", "layout"]
+        row["texts"] = json.dumps(row.get("texts"))
+    columns = ["prompt", "images", "answer", "answer_type", "objects", "layout", "texts"]
     return _checked_dataset(rows, source, root, image_root, max_skip_share, columns)

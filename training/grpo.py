@@ -64,11 +64,12 @@ class GRPOScriptArgs(DataArgs):
             "`layout` (0-1; 0: not checked)."
         },
     )
-    relation_penalty: float = field(
+    claim_penalty: float = field(
         default=0.0,
         metadata={
-            "help": "Descriptions: share of the reward lost per wrong relation sentence, checked on the prompt's "
-            "`layout` (0-1; 0: off). Unlike relation_weight, two wrong relations cost more than one."
+            "help": "Descriptions: share of the reward lost per wrong claim beyond the objects: a relation sentence "
+            "that does not hold on the prompt's `layout`, a quoted text not in its `texts` (0-1; 0: off). Unlike "
+            "relation_weight, two wrong relations cost more than one."
         },
     )
     kl_target: float = field(
@@ -187,10 +188,10 @@ def main(
         script.dataset, script.image_root, script.max_skip_share, script.max_samples
     )
     report.save(train.output_dir)
-    relations_checked = script.relation_weight > 0 or script.relation_penalty > 0
+    relations_checked = script.relation_weight > 0 or script.claim_penalty > 0
     if relations_checked and all(layout == "[]" for layout in dataset["layout"]):
         raise ConfigError(
-            f"relation_weight {script.relation_weight} / relation_penalty {script.relation_penalty} need prompts with a `layout` (each object's shape, colour, "
+            f"relation_weight {script.relation_weight} / claim_penalty {script.claim_penalty} need prompts with a `layout` (each object's shape, colour, "
             f"size and box); {script.dataset} has none: regenerate it (`assistant toyworld generate --task "
             "rl_detail ...` writes one) or set both to 0"
         )
@@ -209,7 +210,7 @@ def main(
         )
     if reward_funcs is None:
         reward_funcs = grpo_reward_functions(
-            script.recall_weight, script.count_penalty, script.relation_weight, script.relation_penalty
+            script.recall_weight, script.count_penalty, script.relation_weight, script.claim_penalty
         )
         train.reward_weights = [1.0, script.format_weight]
     train.remove_unused_columns = False  # the rewards read the ground-truth columns

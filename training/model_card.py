@@ -94,6 +94,12 @@ def chair_line(metrics: dict[str, dict]) -> str:
                     f" Relation sentences: {_fmt(relations.get('per_description'))} per description, "
                     f"{_fmt(relations.get('accuracy'))} of them right."
                 )
+            texts = m["chair"]["image"].get("texts")
+            if texts:
+                line += (
+                    f" Quoted text: {_fmt(texts.get('per_description'))} per description, "
+                    f"{_fmt(texts.get('invented_per_description'))} not in the image."
+                )
             lines.append(line)
     return "\n\n".join(lines)
 

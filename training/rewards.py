@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from assistant.toyworld import chair_words
-from assistant.toyworld.relations import layout_objects, relation_accuracy
+from assistant.toyworld.relations import layout_objects, relation_accuracy, text_accuracy
 from assistant.toyworld.scene import ObjectGT
 from assistant.toyworld.vocab import COLOR_NAMES
 
@@ -90,7 +90,8 @@ def description_reward(
     count_penalty: float = 0.0,
     layout: Sequence[ObjectGT] | None = None,
     relation_weight: float = 0.0,
-    relation_penalty: float = 0.0,
+    claim_penalty: float = 0.0,
+    texts: Sequence[str] | None = None,
 ) -> float:
     """(1 - w) * precision + w * recall, in [0, 1], times (1 - count_penalty) when the description states a wrong
     number of objects. An empty scene rewards mentioning nothing; a description that mentions nothing in a scene
@@ -98,10 +99,14 @@ def description_reward(
 
     With the scene's `layout` and `relation_weight` r > 0, a description that states relations gets
     (1 - r) * that + r * the share of its relations that are right: a right relation adds, a wrong one costs, and
-    one not stated leaves the reward as it is (so saying none is never better than saying right ones). With
-    `relation_penalty` p > 0, each wrong relation also multiplies the reward by (1 - p): under the share above, one
-    wrong relation and two cost the same, so a model that cannot place objects has no reason to state fewer of
-    them; under the penalty every wrong one costs, and right ones cost nothing."""
+    one not stated leaves the reward as it is (so saying none is never better than saying right ones).
+
+    With `claim_penalty` p > 0, each wrong claim beyond the objects multiplies the reward by (1 - p): a relation that
+    does not hold (with the layout) and a quoted text the scene does not have (with `texts`, the scene's texts;
+    None: not checked). Under the share above one wrong relation and two cost the same, so a model that cannot
+    place objects has no reason to state fewer of them; under the penalty every wrong one costs and right ones cost
+    nothing. Texts are checked because a model charged for its relations alone learnt to close its descriptions
+    with an invented 'The number "21" is written on the right.' instead (session 16)."""
     precision, recall, mentions = object_precision_recall(text, objects)
     if not objects:
         return 1.0 if mentions == 0 else 0.0
@@ -110,11 +115,14 @@ def description_reward(
     count = stated_count(text)
     factor = 1.0 - count_penalty if count is not None and count != len(objects) else 1.0
     reward = factor * ((1.0 - recall_weight) * precision + recall_weight * recall)
-    if layout and (relation_weight > 0 or relation_penalty > 0):
+    if layout and (relation_weight > 0 or claim_penalty > 0):
         right, stated = relation_accuracy(text, layout)
         if stated:
             reward = (1.0 - relation_weight) * reward + relation_weight * right / stated
-            reward *= (1.0 - relation_penalty) ** (stated - right)
+            reward *= (1.0 - claim_penalty) ** (stated - right)
+    if texts is not None and claim_penalty > 0:
+        right, stated = text_accuracy(text, texts)
+        reward *= (1.0 - claim_penalty) ** (stated - right)
     return reward
 
 
@@ -132,9 +140,10 @@ def grounded_reward(
     recall_weight: float = 0.5,
     count_penalty: float = 0.0,
     relation_weight: float = 0.0,
-    relation_penalty: float = 0.0,
+    claim_penalty: float = 0.0,
 ) -> float:
-    """The reward of one completion for its prompt's ground truth (`truth`, one row's columns; `layout` optional)."""
+    """The reward of one completion for its prompt's ground truth (`truth`, one row's columns; `layout` and `texts`
+    optional)."""
     if truth["answer_type"] == "free":
         return description_reward(
             completion,
@@ -143,7 +152,8 @@ def grounded_reward(
             count_penalty,
             layout_objects(truth.get("layout") or []),
             relation_weight,
-            relation_penalty,
+            claim_penalty,
+            truth.get("texts"),
         )
     return answer_reward(completion, truth["answer"], truth["answer_type"])
 
@@ -162,35 +172,46 @@ def grpo_reward_functions(
     recall_weight: float = 0.5,
     count_penalty: float = 0.0,
     relation_weight: float = 0.0,
-    relation_penalty: float = 0.0,
+    claim_penalty: float = 0.0,
 ) -> list[Callable]:
     """[grounded, format] in TRL's signature: f(prompts, completions, **columns) -> list[float]. The dataset's
     ground-truth columns `answer`, `answer_type`, `objects` and `layout` (JSON) come in as keyword lists;
     `recall_weight` is the descriptions' weight of object recall against precision, `count_penalty` the share of a
     description's reward lost when it states a wrong number of objects, `relation_weight` the weight of its
-    relation sentences being right and `relation_penalty` the share lost per wrong one (rows with an empty layout:
-    not checked)."""
+    relation sentences being right (rows with an empty layout: not checked), `claim_penalty` the share lost per wrong
+    relation or invented text (the `texts` column, JSON; null: not checked)."""
     for name, value in (
         ("recall_weight", recall_weight),
         ("count_penalty", count_penalty),
         ("relation_weight", relation_weight),
-        ("relation_penalty", relation_penalty),
+        ("claim_penalty", claim_penalty),
     ):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be between 0 and 1, got {value}")
 
-    def grounded(prompts, completions, answer, answer_type, objects, layout=None, **_) -> list[float]:
+    def grounded(
+        prompts, completions, answer, answer_type, objects, layout=None, texts=None, **_
+    ) -> list[float]:
         layouts = layout if layout is not None else ["[]"] * len(completions)
+        texts = texts if texts is not None else ["null"] * len(completions)
         return [
             grounded_reward(
                 _text(c),
-                {"answer": a, "answer_type": t, "objects": json.loads(o), "layout": json.loads(g)},
+                {
+                    "answer": a,
+                    "answer_type": t,
+                    "objects": json.loads(o),
+                    "layout": json.loads(g),
+                    "texts": json.loads(x),
+                },
                 recall_weight,
                 count_penalty,
                 relation_weight,
-                relation_penalty,
+                claim_penalty,
             )
-            for c, a, t, o, g in zip(completions, answer, answer_type, objects, layouts, strict=True)
+            for c, a, t, o, g, x in zip(
+                completions, answer, answer_type, objects, layouts, texts, strict=True
+            )
         ]
 
     def formatted(prompts, completions, **_) -> list[float]:

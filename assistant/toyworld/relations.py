@@ -178,3 +178,19 @@ def relation_accuracy(text: str, objects: Sequence[ObjectGT]) -> tuple[int, int]
         a, b = resolve(a_name, objects), resolve(b_name, objects)
         right += a is not None and b is not None and a is not b and _PHRASE_RELATION[phrase] in relation(a, b)
     return right, stated
+
+
+_QUOTED = re.compile(r'"([^"]{1,40})"')
+
+
+def text_accuracy(text: str, texts: Sequence[str]) -> tuple[int, int]:
+    """(right, stated) for the text a description says the image shows: each quoted string ('The number "21" is
+    written on the right.') is a claim, right when the scene has that text (case and surrounding space ignored)."""
+    truth = {t.strip().lower() for t in texts}
+    claims = [q.strip().lower() for q in _QUOTED.findall(text)]
+    return sum(1 for q in claims if q in truth), len(claims)
+
+
+def quoted_texts(text: str) -> list[str]:
+    """The quoted strings of a text: a canonical description quotes every text of its scene (`describe`)."""
+    return _QUOTED.findall(text)

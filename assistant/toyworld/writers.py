@@ -96,8 +96,8 @@ def preference_row(image: str, pair: PreferencePair) -> dict[str, Any]:
 
 def prompt_row(image: str, conv: Conversation, scene: Scene) -> dict[str, Any]:
     """An RL prompt (TRL's conversational prompt format) with the ground truth its rewards read: the answer, the
-    scene's objects, and their layout (size and box too: the relation sentences of a description are checked on
-    it)."""
+    scene's objects, their layout (size and box too: the relation sentences of a description are checked on it)
+    and its texts (a description's quoted text is checked on them)."""
     qa = conv.turns[0]
     return {
         "prompt": [_user(qa.question, with_image=True)],
@@ -109,6 +109,7 @@ def prompt_row(image: str, conv: Conversation, scene: Scene) -> dict[str, Any]:
         "layout": [
             {"shape": o.shape, "color": o.color, "size": o.size, "box": list(o.box)} for o in scene.objects
         ],
+        "texts": [t.text for t in scene.texts],
         "scene_seed": conv.scene_seed,
     }
 

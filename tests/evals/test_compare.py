@@ -65,8 +65,9 @@ def _worse(bench, i, row):
         return "Yes"  # yes to everything
     absent = next(s for s in SHAPES if s not in row["objects"])
     return (
-        _right(bench, i, row) + f" The {absent} is above the {absent}."
-    )  # an invented object, a false relation
+        _right(bench, i, row)
+        + f' The {absent} is above the {absent}. The word "QXZQ" is written on the left.'
+    )  # an invented object, a false relation, an invented text
 
 
 def test_compare_finds_the_planted_changes_and_none_between_equal_runs(tiny_assistant, sets, tmp_path):
@@ -92,6 +93,8 @@ def test_compare_finds_the_planted_changes_and_none_between_equal_runs(tiny_assi
     assert (
         rows[("chair", "relations.per_description")].b == rows[("chair", "relations.per_description")].a + 1
     )
+    invented = rows[("chair", "texts.invented_per_description")]  # quoted text checked on the scene's texts
+    assert invented.a == 0.0 and invented.b == 1.0 and invented.changed
     same = compare(tmp_path / "a", tmp_path / "a2", resamples=200)
     assert all(r.diff == 0 and r.low == r.high == 0 and not r.changed for r in same)
     table = markdown(list(rows.values()), tmp_path / "a", tmp_path / "b")

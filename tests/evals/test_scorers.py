@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from assistant.toyworld import COLORS
-from evals.chair import score_chair, score_relations
+from evals.chair import score_chair, score_relations, score_texts
 from evals.judge import parse_rating, score_judge
 from evals.ocr import anls_one, levenshtein, score_ocr
 from evals.parsing import find_numbers, find_options, parse_yes_no, parse_yes_no_pope_original
@@ -190,3 +190,15 @@ def test_answers_that_reason_first_are_scored_on_their_final_part():
     assert score_pope(["no"], [reasoned]).accuracy == 1.0  # the "no" of "no circles" is not the answer
     assert answer_credit("color", "red", "I see a red star and a blue circle. Answer: red")[0] == 1.0
     assert answer_credit("color", "blue", "I see a red star and a blue circle. Answer: red")[0] == 0.0
+
+
+def test_texts_hand_computed_on_the_scenes_texts():
+    descriptions = [
+        'Two objects. The word "OPEN" is written at the top.',  # right (case ignored below)
+        'One object. The number "21" is written on the right.',  # invented: the scene has no text
+        'One object. A sign says "SALE". The number "7" is written below.',  # one right, one invented
+        "No text mentioned.",
+    ]
+    s = score_texts(descriptions, [["open"], [], ["SALE"], ["HI"]])
+    assert (s["stated"], s["right"], s["descriptions_with_invented"]) == (4, 2, 2)
+    assert s["per_description"] == 1.0 and s["invented_per_description"] == 0.5

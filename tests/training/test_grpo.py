@@ -171,7 +171,7 @@ def test_relation_weight_needs_prompts_with_a_layout(tmp_path, rl_data, tiny_mod
     rows = [json.loads(line) for line in (bare / "prompts.jsonl").read_text().splitlines()]
     assert all("layout" in r for r in rows)  # the toy world writes one
     (bare / "prompts.jsonl").write_text("".join(json.dumps({**r, "layout": []}) + "\n" for r in rows))
-    for relations in ({"relation_weight": 0.3}, {"relation_penalty": 0.3}):
+    for relations in ({"relation_weight": 0.3}, {"claim_penalty": 0.3}):
         with pytest.raises(ConfigError, match="need prompts with a `layout`"):
             grpo.main(
                 grpo.GRPOScriptArgs(dataset=str(bare), **relations),

@@ -30,6 +30,7 @@ def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
     assert "descriptions (final)" in card and "descriptions (final_grpo)" not in card
     assert "| lm.0 |" in card and "Threads and CPUs" in card and "color @4+" in card
     assert "Relation sentences:" in card  # the toy CHAIR set checks them on each scene's layout
+    assert "Quoted text:" in card  # ... and its quoted text on each scene's texts
     assert re.search(
         r"Connector: an MLP projector over AnyRes views .*, \d+ visual tokens per toy-world image", card
     )

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from assistant.toyworld.relations import layout_objects, relation_accuracy
+from assistant.toyworld.relations import layout_objects, relation_accuracy, text_accuracy
 from training.rewards import (
     answer_reward,
     description_reward,
@@ -169,7 +169,7 @@ def test_relation_weight_rewards_right_relations_and_never_silence_over_them():
         grpo_reward_functions(relation_weight=2.0)
 
 
-def test_relation_penalty_charges_every_wrong_relation_and_no_right_one():
+def test_claim_penalty_charges_every_wrong_relation_and_no_right_one():
     layout = layout_objects(LAYOUT)
     right = "The star is to the left of the cross."
     wrong = "The star is to the right of the cross."  # both objects listed, the relation does not hold
@@ -185,14 +185,43 @@ def test_relation_penalty_charges_every_wrong_relation_and_no_right_one():
     def reward(text, **kw):
         return description_reward(text, SCENE, layout=layout, **kw)
 
-    penalised = {name: reward(text, relation_penalty=0.3) for name, text in texts.items()}
+    penalised = {name: reward(text, claim_penalty=0.3) for name, text in texts.items()}
     assert penalised["silent"] == penalised["right"] == 1.0
     assert penalised["one wrong"] == pytest.approx(0.7)
     assert penalised["two wrong"] == pytest.approx(0.49)  # each wrong one costs: fewer is better
     assert penalised["right + wrong"] == pytest.approx(0.7)
     shared = {name: reward(text, relation_weight=0.3) for name, text in texts.items()}
     assert shared["one wrong"] == shared["two wrong"]  # the share alone cannot tell one wrong from two
-    both = reward(texts["two wrong"], relation_weight=0.3, relation_penalty=0.3)
+    both = reward(texts["two wrong"], relation_weight=0.3, claim_penalty=0.3)
     assert both == pytest.approx(0.7 * 0.49)
-    with pytest.raises(ValueError, match="relation_penalty must be between 0 and 1"):
-        grpo_reward_functions(relation_penalty=1.5)
+    with pytest.raises(ValueError, match="claim_penalty must be between 0 and 1"):
+        grpo_reward_functions(claim_penalty=1.5)
+
+
+def test_claim_penalty_charges_invented_text_when_the_scene_texts_are_known():
+    layout = layout_objects(LAYOUT)
+    invented = f'{LISTED} The number "21" is written on the right.'
+    right = f'{LISTED} The word "OPEN" is written at the top.'
+
+    def reward(text, texts, penalty=0.3):
+        return description_reward(text, SCENE, layout=layout, claim_penalty=penalty, texts=texts)
+
+    assert reward(invented, []) == pytest.approx(0.7)  # a text-free scene: the quoted "21" is invented
+    assert reward(invented, ["21"]) == 1.0
+    assert reward(right, ["open"]) == 1.0  # case ignored
+    assert reward(invented, None) == 1.0  # texts unknown (rows without the column): unchecked
+    assert reward(invented, [], penalty=0.0) == 1.0
+    assert text_accuracy('A sign at the top says "SALE". The number "7" is written below.', ["SALE"]) == (
+        1,
+        2,
+    )
+    grounded, _ = grpo_reward_functions(claim_penalty=0.3)
+    columns = dict(answer=[""] * 2, answer_type=["free"] * 2, objects=[json.dumps(SCENE)] * 2)
+    layouts = [json.dumps(LAYOUT)] * 2
+    scored = grounded(
+        prompts=[None] * 2, completions=[invented] * 2, layout=layouts, texts=["[]", "null"], **columns
+    )
+    assert scored == [pytest.approx(0.7), 1.0]
+    assert grounded(
+        prompts=[None], completions=[invented], layout=layouts[:1], **{k: v[:1] for k, v in columns.items()}
+    ) == [1.0]
