@@ -77,9 +77,9 @@ class RecipeArgs:
     rl_task: str = field(
         default="rl_detail",
         metadata={
-            "help": "Toy-world task of the RL prompts: rl_detail (descriptions), rl_detail_count (one in five "
-            "a counting question), rl_detail_mix (two in five a short question of any skill) or rl (half short "
-            "questions)."
+            "help": "Toy-world task of the RL prompts: rl_detail (descriptions), rl_detail_varied (the same asked "
+            "in 12 phrasings), rl_detail_count (one in five a counting question), rl_detail_mix (two in five a "
+            "short question of any skill) or rl (half short questions)."
         },
     )
     focus_task: str = field(

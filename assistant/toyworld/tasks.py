@@ -201,6 +201,12 @@ def _rl_detail_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     return [Conversation(scene.seed, (ask_detail(scene, ctx),), "rl")]
 
 
+def _rl_detail_varied_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`rl_detail` asked in `instruct_varied`'s 12 phrasings (the CHAIR prompt held out): GRPO on stage 2's few
+    phrasings taught one seed to answer "Yes" to the others again (docs/recipe.md, session 16)."""
+    return [Conversation(scene.seed, (ask_detail(scene, ctx, templates="detail_varied"),), "rl")]
+
+
 def _rl_detail_count_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     """A detailed description per scene, except one scene in five, which gets a counting question (scored exactly):
     description rewards alone cost counting (docs/recipe.md, arm Dg5), and counting answers differ enough between
@@ -314,6 +320,12 @@ TASKS: dict[str, TaskSpec] = {
         ),
         TaskSpec("rl", "prompt", _rl_prompt, "RL prompts: descriptions and short questions, one per scene."),
         TaskSpec("rl_detail", "prompt", _rl_detail_prompt, "RL prompts: one detailed description per scene."),
+        TaskSpec(
+            "rl_detail_varied",
+            "prompt",
+            _rl_detail_varied_prompt,
+            "RL prompts: one detailed description per scene, asked in 12 phrasings (instruct_varied's).",
+        ),
         TaskSpec(
             "rl_detail_count",
             "prompt",

@@ -263,6 +263,18 @@ def test_rl_detail_asks_one_description_per_scene():
     )
 
 
+def test_rl_detail_varied_asks_in_the_varied_phrasings_and_never_the_chair_prompt():
+    from evals.config import CHAIR_PROMPT
+
+    turns = _turns("rl_detail_varied")
+    assert len(turns) == len(scenes()) and all(
+        qa.task == "detail" and qa.answer_type == "free" for _, qa in turns
+    )
+    asked = {qa.question for _, qa in turns}
+    assert asked <= set(TEMPLATES["detail_varied"]) and len(asked) > len(TEMPLATES["detail"])
+    assert CHAIR_PROMPT not in asked
+
+
 def test_rl_detail_count_mixes_counting_questions_into_descriptions():
     turns = _turns("rl_detail_count")
     counts = [qa for _, qa in turns if qa.task == "count"]
