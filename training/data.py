@@ -210,9 +210,9 @@ def load_prompt_dataset(
     `answer` + `answer_type` (short questions, scored like skill VQA) or `answer_type: free` + `objects`
     ([[colour, shape], ...], descriptions), optionally `layout` ([{shape, color, size, box}, ...]: the relation
     sentences of descriptions are then checked) and `texts` (the scene's texts: quoted text in a description is then
-    checked). Rows without ground truth count as descriptions of unknown scenes
-    and need a judge reward (not in the toy recipe). `objects`, `layout` and `texts` become JSON string columns (`texts`
-    null when a row has none: unchecked)."""
+    checked). Rows without ground truth count as descriptions of unknown scenes and need a judge reward (not in the
+    toy recipe). `objects`, `layout` and `texts` become JSON string columns (`texts` null when a row has none:
+    unchecked)."""
     rows, root = _read_rows(source, PROMPT_FILES, split)
     rows = rows[:max_samples] if max_samples else rows
     if rows and "prompt" not in rows[0]:

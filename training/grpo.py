@@ -191,8 +191,8 @@ def main(
     relations_checked = script.relation_weight > 0 or script.claim_penalty > 0
     if relations_checked and all(layout == "[]" for layout in dataset["layout"]):
         raise ConfigError(
-            f"relation_weight {script.relation_weight} / claim_penalty {script.claim_penalty} need prompts with a `layout` (each object's shape, colour, "
-            f"size and box); {script.dataset} has none: regenerate it (`assistant toyworld generate --task "
+            f"relation_weight {script.relation_weight} / claim_penalty {script.claim_penalty} need prompts with a "
+            f"`layout` (each object's shape, colour, size and box); {script.dataset} has none: regenerate it (`assistant toyworld generate --task "
             "rl_detail ...` writes one) or set both to 0"
         )
     if script.kl_target > 0 and train.beta <= 0:

@@ -189,8 +189,3 @@ def text_accuracy(text: str, texts: Sequence[str]) -> tuple[int, int]:
     truth = {t.strip().lower() for t in texts}
     claims = [q.strip().lower() for q in _QUOTED.findall(text)]
     return sum(1 for q in claims if q in truth), len(claims)
-
-
-def quoted_texts(text: str) -> list[str]:
-    """The quoted strings of a text: a canonical description quotes every text of its scene (`describe`)."""
-    return _QUOTED.findall(text)
