@@ -109,12 +109,13 @@ def description_reward(
     with an invented 'The number "21" is written on the right.' instead (session 16)."""
     precision, recall, mentions = object_precision_recall(text, objects)
     if not objects:
-        return 1.0 if mentions == 0 else 0.0
-    if mentions == 0:
+        reward = 1.0 if mentions == 0 else 0.0
+    elif mentions == 0:
         return 0.0
-    count = stated_count(text)
-    factor = 1.0 - count_penalty if count is not None and count != len(objects) else 1.0
-    reward = factor * ((1.0 - recall_weight) * precision + recall_weight * recall)
+    else:
+        count = stated_count(text)
+        factor = 1.0 - count_penalty if count is not None and count != len(objects) else 1.0
+        reward = factor * ((1.0 - recall_weight) * precision + recall_weight * recall)
     if layout and (relation_weight > 0 or claim_penalty > 0):
         right, stated = relation_accuracy(text, layout)
         if stated:

@@ -211,6 +211,9 @@ def test_claim_penalty_charges_invented_text_when_the_scene_texts_are_known():
     assert reward(right, ["open"]) == 1.0  # case ignored
     assert reward(invented, None) == 1.0  # texts unknown (rows without the column): unchecked
     assert reward(invented, [], penalty=0.0) == 1.0
+    empty = 'The image is empty. The number "21" is written on the right.'  # a scene with no objects
+    assert description_reward(empty, [], claim_penalty=0.3, texts=[]) == pytest.approx(0.7)
+    assert description_reward(empty, [], claim_penalty=0.3, texts=["21"]) == 1.0
     assert text_accuracy('A sign at the top says "SALE". The number "7" is written below.', ["SALE"]) == (
         1,
         2,
