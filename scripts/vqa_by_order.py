@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="A toy-world instruct eval set (qa.jsonl and images).")
     parser.add_argument("--order", choices=("image_first", "text_first"), default="image_first")
     parser.add_argument("--limit", type=int, default=600)
+    parser.add_argument(
+        "--by_answer", action="store_true", help="Also score each task by its expected answer (counts: 0, 1, 2, ...)."
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = Path(args.data)
@@ -52,7 +55,10 @@ def main() -> None:
         answer = assistant.chat(
             [{"role": "user", "content": content}], max_new_tokens=16, temperature=0.0
         ).text
-        credit[row["task"]].append(answer_credit(row["answer_type"], row["answer"], answer)[0])
+        score = answer_credit(row["answer_type"], row["answer"], answer)[0]
+        credit[row["task"]].append(score)
+        if args.by_answer:
+            credit[f"{row['task']}={row['answer']}"].append(score)
     for task, values in sorted(credit.items()):
         log.info("%s, %s: %.3f (n=%d)", args.model, task, sum(values) / len(values), len(values))
 

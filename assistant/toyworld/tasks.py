@@ -17,9 +17,10 @@ from .pope import make_chair, make_pope
 from .preference import make_pair
 from .questions import SKILLS, ask_caption, ask_detail, pick_by_shape, refer_by_shape
 from .records import QA, Conversation, Record, TaskContext, WorldStats
-from .relations import region, unique_name
+from .relations import counts_by_color, counts_by_shape, region, unique_name
 from .scene import Scene
 from .templates import phrase
+from .vocab import COLOR_NAMES, SHAPES, plural
 
 Maker = Callable[[Scene, TaskContext], list[Record]]
 FORMATS: tuple[str, ...] = ("conversation", "preference", "pope", "chair", "prompt")
@@ -175,6 +176,26 @@ def _keyed(scene: Scene, ctx: TaskContext) -> list[Record]:
     return [Conversation(scene.seed, tuple(turns), "keyed")]
 
 
+def _count_all(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """How many of each shape and of each colour the image holds, one turn each in random order, and one shape and
+    one colour it lacks ("0"). Through the API the model answered 1 to every "how many diamonds?" whose answer was 2
+    (0 of 19 by shape or colour, session 17): it finds one object and stops; here every repeated shape or colour of
+    a scene is asked."""
+    rng = ctx.rng
+    shapes, colors = counts_by_shape(scene), counts_by_color(scene)
+    turns = [QA(phrase(rng, "count", what=plural(s)), str(n), "count", "number") for s, n in shapes.items()]
+    turns += [QA(phrase(rng, "count", what=f"{c} objects"), str(n), "count", "number") for c, n in colors.items()]
+    absent_shapes = [s for s in SHAPES if s not in shapes]
+    absent_colors = [c for c in COLOR_NAMES if c not in colors]
+    if absent_shapes:
+        turns.append(QA(phrase(rng, "count", what=plural(rng.choice(absent_shapes))), "0", "count", "number"))
+    if absent_colors:
+        what = f"{rng.choice(absent_colors)} objects"
+        turns.append(QA(phrase(rng, "count", what=what), "0", "count", "number"))
+    rng.shuffle(turns)
+    return [Conversation(scene.seed, tuple(turns), "count_all")] if turns else []
+
+
 def _region_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     """Where every object its shortest unique name ("star", "red star") names is, one turn each in random order:
     "Where in the image is the red star?" several times per image. Skill VQA's position questions stayed near
@@ -311,6 +332,12 @@ TASKS: dict[str, TaskSpec] = {
             "conversation",
             _keyed_detail,
             "keyed, opened by a detailed description for half the images (a focus task that keeps descriptions).",
+        ),
+        TaskSpec(
+            "count_all",
+            "conversation",
+            _count_all,
+            "How many of each shape and each colour the image holds, plus one absent of each (a focus task).",
         ),
         TaskSpec(
             "region_all",

@@ -348,6 +348,29 @@ def test_keyed_detail_opens_half_the_keyed_conversations_with_the_scene_descript
     assert all(c.turns[-1].task == "count" and c.turns[-2].task == "existence" for c in convs)
 
 
+def test_count_all_asks_every_shape_and_colour_count_and_one_absent_of_each():
+    convs = build_records("count_all", scenes(), 0)
+    seeds = by_seed()
+    assert len(convs) == len(scenes())  # every scene has an absent shape and colour to ask about
+    repeated = 0
+    for conv in convs:
+        scene = seeds[conv.scene_seed]
+        asked = set()
+        for qa in conv.turns:
+            assert qa.task == "count" and qa.answer_type == "number"
+            color = next((c for c in COLOR_NAMES if f"{c} objects" in qa.question), None)
+            shape = next((s for s in SHAPES if PLURALS[s] in qa.question), None)
+            assert (color is None) != (shape is None)
+            assert qa.answer == str(count(scene, shape=shape, color=color))
+            asked.add((shape, color))
+        assert {(o.shape, None) for o in scene.objects} | {(None, o.color) for o in scene.objects} <= asked
+        assert len(asked) == len(conv.turns) == len(asked & {(o.shape, None) for o in scene.objects}) + len(
+            asked & {(None, o.color) for o in scene.objects}
+        ) + 2
+        repeated += any(int(qa.answer) >= 2 for qa in conv.turns)
+    assert repeated > 0.2 * len(convs)  # the point of the task: counts above one
+
+
 def test_region_all_asks_where_every_uniquely_named_object_is():
     convs = build_records("region_all", scenes(), 0)
     seeds = by_seed()
