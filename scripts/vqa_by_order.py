@@ -33,7 +33,9 @@ def main() -> None:
     parser.add_argument("--order", choices=("image_first", "text_first"), default="image_first")
     parser.add_argument("--limit", type=int, default=600)
     parser.add_argument(
-        "--by_answer", action="store_true", help="Also score each task by its expected answer (counts: 0, 1, 2, ...)."
+        "--by_answer",
+        action="store_true",
+        help="Also score each task by its expected answer (counts: 0, 1, 2, ...).",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

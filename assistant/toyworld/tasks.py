@@ -184,7 +184,9 @@ def _count_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     rng = ctx.rng
     shapes, colors = counts_by_shape(scene), counts_by_color(scene)
     turns = [QA(phrase(rng, "count", what=plural(s)), str(n), "count", "number") for s, n in shapes.items()]
-    turns += [QA(phrase(rng, "count", what=f"{c} objects"), str(n), "count", "number") for c, n in colors.items()]
+    turns += [
+        QA(phrase(rng, "count", what=f"{c} objects"), str(n), "count", "number") for c, n in colors.items()
+    ]
     absent_shapes = [s for s in SHAPES if s not in shapes]
     absent_colors = [c for c in COLOR_NAMES if c not in colors]
     if absent_shapes:
