@@ -254,7 +254,8 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
                 built = built or not hinted
     if args.grpo:
         built = built or not (work / "data" / "anchor" / "manifest.json").is_file()
-        out["anchor"] = write_anchor(out["instruct"], work / "data" / "anchor")
+        # the anchor holds the short answers where the last supervised stage left them: 2c's data with a focus phase
+        out["anchor"] = write_anchor(out.get("refresh", out["instruct"]), work / "data" / "anchor")
     return out if built else Reused(out)
 
 
@@ -264,12 +265,16 @@ def focus_name(base: str, i: int) -> str:
 
 
 def write_anchor(instruct: Path, out: Path, drop: tuple[str, ...] = ("detail", "caption")) -> Path:
-    """GRPO's anchor set: stage 2's conversations (OCR hints included) whose image is never described.
+    """GRPO's anchor set: the last supervised stage's conversations (OCR hints included) whose image is never
+    described: stage 2's `instruct`, or stage 2c's `refresh` after a focus phase.
 
     Anchoring on all of stage 2 held the descriptions where stage 2 left them (a seventh of its conversations hold
     a ground-truth description) and GRPO cut no hallucinations; without them it holds the short answers while the
-    descriptions move (arms Dg11-Dg15, docs/recipe.md). The images stay in `instruct` (a link)."""
-    if (out / "manifest.json").is_file():
+    descriptions move (arms Dg11-Dg15, docs/recipe.md). After a focus phase, stage 2's data pulled the POPE
+    yes-ratio back up to stage 2's (arm QCVA1, session 17). The images stay in `instruct` (a link). Written once
+    per source: a set made from another source is replaced."""
+    manifest_path = out / "manifest.json"
+    if manifest_path.is_file() and json.loads(manifest_path.read_text()).get("source") == str(instruct):
         return out
     described = set()
     with open(instruct / "qa.jsonl") as f:

@@ -123,7 +123,16 @@ def test_anchor_set_keeps_the_conversations_that_never_describe_their_image(tmp_
     assert not described.intersection(img for row in rows for img in row["images"])
     dataset, report = load_sft_dataset(anchor)  # the images resolve through the link into instruct
     assert len(dataset) == len(rows) and report.skipped == 0
+    written = (anchor / "messages.jsonl").stat().st_mtime_ns
     assert recipe.write_anchor(instruct, anchor) == anchor  # written once
+    assert (anchor / "messages.jsonl").stat().st_mtime_ns == written
+    refresh = make_dataset(tmp_path / "refresh", task="instruct_varied", n=30, seed=70_000_000)
+    recipe.write_anchor(refresh, anchor)  # another source (stage 2c's data after a focus phase): rewritten
+    assert json.loads((anchor / "manifest.json").read_text())["source"] == str(refresh)
+    assert (
+        len(load_sft_dataset(anchor)[0]) < 30
+        and (anchor / "images").resolve() == (refresh / "images").resolve()
+    )
 
 
 @pytest.mark.slow  # test time: a second smoke recipe
