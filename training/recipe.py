@@ -282,6 +282,8 @@ def write_anchor(instruct: Path, out: Path, drop: tuple[str, ...] = ("detail", "
             qa = json.loads(line)
             if qa["task"] in drop:
                 described.add(qa["image"])
+    if out.is_symlink():  # a set linked from another workdir is replaced, not followed
+        out.unlink()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     kept = total = 0
