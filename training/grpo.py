@@ -192,8 +192,8 @@ def main(
     if relations_checked and all(layout == "[]" for layout in dataset["layout"]):
         raise ConfigError(
             f"relation_weight {script.relation_weight} / claim_penalty {script.claim_penalty} need prompts with a "
-            f"`layout` (each object's shape, colour, size and box); {script.dataset} has none: regenerate it (`assistant toyworld generate --task "
-            "rl_detail ...` writes one) or set both to 0"
+            f"`layout` (each object's shape, colour, size and box); {script.dataset} has none: regenerate it "
+            "(`assistant toyworld generate --task rl_detail ...` writes one) or set both to 0"
         )
     if script.kl_target > 0 and train.beta <= 0:
         raise ConfigError(f"kl_target {script.kl_target} needs beta > 0 (TRL computes the KL only then)")

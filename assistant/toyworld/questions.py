@@ -5,6 +5,7 @@ Each `ask_*` returns a `QA` or None when the scene has nothing that skill can as
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 from . import relations as rel
@@ -46,6 +47,11 @@ def ask_count(scene: Scene, ctx: TaskContext) -> QA:
         what, n = f"{color} objects", rel.count(scene, color=color)
     else:
         what, n = f"{color} {plural(shape)}", rel.count(scene, shape=shape, color=color)
+    return count_question(rng, what, n)
+
+
+def count_question(rng: random.Random, what: str, n: int) -> QA:
+    """ "How many {what} are there?" answered `n` (`what`: "stars", "red objects", "red stars")."""
     return QA(phrase(rng, "count", what=what), str(n), "count", "number")
 
 
@@ -198,7 +204,7 @@ def ask_shape_count(scene: Scene, ctx: TaskContext) -> QA:
     rng = ctx.rng
     present = rng.random() < 2 / 3 and scene.objects
     shape = rng.choice(scene.objects).shape if present else rng.choice(SHAPES)
-    return QA(phrase(rng, "count", what=plural(shape)), str(rel.count(scene, shape=shape)), "count", "number")
+    return count_question(rng, plural(shape), rel.count(scene, shape=shape))
 
 
 def ask_ocr(scene: Scene, ctx: TaskContext) -> QA:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from .describe import object_summary
 from .pope import make_chair, make_pope
 from .preference import make_pair
-from .questions import SKILLS, ask_caption, ask_detail, pick_by_shape, refer_by_shape
+from .questions import SKILLS, ask_caption, ask_detail, count_question, pick_by_shape, refer_by_shape
 from .records import QA, Conversation, Record, TaskContext, WorldStats
 from .relations import counts_by_color, counts_by_shape, region, unique_name
 from .scene import Scene
@@ -183,17 +183,14 @@ def _count_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     a scene is asked."""
     rng = ctx.rng
     shapes, colors = counts_by_shape(scene), counts_by_color(scene)
-    turns = [QA(phrase(rng, "count", what=plural(s)), str(n), "count", "number") for s, n in shapes.items()]
-    turns += [
-        QA(phrase(rng, "count", what=f"{c} objects"), str(n), "count", "number") for c, n in colors.items()
-    ]
+    turns = [count_question(rng, plural(s), n) for s, n in shapes.items()]
+    turns += [count_question(rng, f"{c} objects", n) for c, n in colors.items()]
     absent_shapes = [s for s in SHAPES if s not in shapes]
     absent_colors = [c for c in COLOR_NAMES if c not in colors]
     if absent_shapes:
-        turns.append(QA(phrase(rng, "count", what=plural(rng.choice(absent_shapes))), "0", "count", "number"))
+        turns.append(count_question(rng, plural(rng.choice(absent_shapes)), 0))
     if absent_colors:
-        what = f"{rng.choice(absent_colors)} objects"
-        turns.append(QA(phrase(rng, "count", what=what), "0", "count", "number"))
+        turns.append(count_question(rng, f"{rng.choice(absent_colors)} objects", 0))
     rng.shuffle(turns)
     return [Conversation(scene.seed, tuple(turns), "count_all")] if turns else []
 
