@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 from .describe import object_summary
 from .pope import make_chair, make_pope
 from .preference import make_pair
-from .questions import SKILLS, ask_caption, ask_detail, count_question, pick_by_shape, refer_by_shape
+from .questions import SKILLS, ask_caption, ask_detail, count_question, pick_by_shape, refer_by_shape, yes_no
 from .records import QA, Conversation, Record, TaskContext, WorldStats
 from .relations import counts_by_color, counts_by_shape, region, unique_name
 from .scene import Scene
 from .templates import phrase
-from .vocab import COLOR_NAMES, SHAPES, plural
+from .vocab import COLOR_NAMES, SHAPES, article, plural
 
 Maker = Callable[[Scene, TaskContext], list[Record]]
 FORMATS: tuple[str, ...] = ("conversation", "preference", "pope", "chair", "prompt")
@@ -195,6 +195,28 @@ def _count_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     return [Conversation(scene.seed, tuple(turns), "count_all")] if turns else []
 
 
+def _exists_all(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """Is there a star? for every shape the image holds ("Yes") and as many it lacks ("No"), and is there a red
+    star? for every object ("Yes") and as many colour-shape pairs whose colour and shape are both in the image but
+    never together ("No"), one turn each in random order. POPE's false "yes" answers are these two kinds: a bare
+    absent shape (0.30 of them at arm Q's stage 2c, 0.51 after `count_all`) and a present colour on another present
+    shape (0.71; docs/recipe.md, session 18)."""
+    rng = ctx.rng
+    shapes = sorted({o.shape for o in scene.objects})
+    pairs = sorted({(o.color, o.shape) for o in scene.objects})
+    absent = [s for s in SHAPES if s not in shapes]
+    crossed = [(c, s) for c in sorted({c for c, _ in pairs}) for s in shapes if (c, s) not in pairs]
+    asked = [(s, True) for s in shapes] + [(f"{c} {s}", True) for c, s in pairs]
+    asked += [(s, False) for s in rng.sample(absent, min(len(shapes), len(absent)))]
+    asked += [(f"{c} {s}", False) for c, s in rng.sample(crossed, min(len(pairs), len(crossed)))]
+    turns = [
+        QA(phrase(rng, "exists", a_what=f"{article(what)} {what}"), yes_no(yes), "existence", "yes_no")
+        for what, yes in asked
+    ]
+    rng.shuffle(turns)
+    return [Conversation(scene.seed, tuple(turns), "exists_all")] if turns else []
+
+
 def _region_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     """Where every object its shortest unique name ("star", "red star") names is, one turn each in random order:
     "Where in the image is the red star?" several times per image. Skill VQA's position questions stayed near
@@ -337,6 +359,13 @@ TASKS: dict[str, TaskSpec] = {
             "conversation",
             _count_all,
             "How many of each shape and each colour the image holds, plus one absent of each (a focus task).",
+        ),
+        TaskSpec(
+            "exists_all",
+            "conversation",
+            _exists_all,
+            "Is there a <shape> / <colour shape>? for everything the image holds and as many absent, the absent "
+            "pairs made of a present colour and a present shape (a focus task).",
         ),
         TaskSpec(
             "region_all",

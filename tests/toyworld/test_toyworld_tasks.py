@@ -371,6 +371,29 @@ def test_count_all_asks_every_shape_and_colour_count_and_one_absent_of_each():
     assert repeated > 0.2 * len(convs)  # the point of the task: counts above one
 
 
+def test_exists_all_asks_every_shape_and_object_and_as_many_absent_ones():
+    convs = build_records("exists_all", scenes(), 0)
+    seeds = by_seed()
+    crossed = 0
+    for conv in convs:
+        scene = seeds[conv.scene_seed]
+        pairs = {(o.color, o.shape) for o in scene.objects}
+        yes_no = Counter()
+        for qa in conv.turns:
+            assert qa.task == "existence" and qa.answer_type == "yes_no"
+            color = next((c for c in COLOR_NAMES if re.search(rf"\b{c}\b", qa.question)), None)
+            shape = next(s for s in SHAPES if re.search(rf"\b{s}\b", qa.question))
+            present = (color, shape) in pairs if color else any(shape == s for _, s in pairs)
+            assert qa.answer == ("Yes" if present else "No"), qa.question
+            if color and not present:  # a "No" pair is a present colour on a present shape, never together
+                assert any(c == color for c, _ in pairs) and any(s == shape for _, s in pairs)
+                crossed += 1
+            yes_no[(color is None, qa.answer)] += 1
+        assert yes_no[(True, "Yes")] == len({s for _, s in pairs}) >= yes_no[(True, "No")]
+        assert yes_no[(False, "Yes")] == len(pairs) >= yes_no[(False, "No")]
+    assert crossed > len(convs)  # the point of the task: POPE's hardest negatives
+
+
 def test_region_all_asks_where_every_uniquely_named_object_is():
     convs = build_records("region_all", scenes(), 0)
     seeds = by_seed()
