@@ -72,6 +72,15 @@ class GRPOScriptArgs(DataArgs):
             "relation_weight, two wrong relations cost more than one."
         },
     )
+    charge_unended: bool = field(
+        default=False,
+        metadata={
+            "help": "Format reward -1 for an answer cut at max_completion_length (it never ended). TRL's "
+            "mask_truncated_completions leaves those answers out of the loss, so nothing pushes a run-on answer "
+            "back: turn it off for the charge to reach them (session 18, docs/recipe.md: one seed's descriptions "
+            "became endless lists by step 300)."
+        },
+    )
     kl_target: float = field(
         default=0.0,
         metadata={
@@ -178,6 +187,15 @@ class StopAtKL(TrainerCallback):
         return control
 
 
+def end_ids(model, processor) -> set[int]:
+    """The tokens an answer can end on, as TRL's GRPOTrainer counts them: the generation config's EOS ids, the
+    tokenizer's EOS and its pad."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    ids = model.generation_config.eos_token_id
+    ids = set([ids] if isinstance(ids, int) else ids or [])
+    return ids | {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+
+
 def main(
     script: GRPOScriptArgs, train: GRPOConfig, model_args: ModelConfig, reward_funcs: list | None = None
 ) -> Path:
@@ -210,7 +228,11 @@ def main(
         )
     if reward_funcs is None:
         reward_funcs = grpo_reward_functions(
-            script.recall_weight, script.count_penalty, script.relation_weight, script.claim_penalty
+            script.recall_weight,
+            script.count_penalty,
+            script.relation_weight,
+            script.claim_penalty,
+            end_ids(model, processor) if script.charge_unended else (),
         )
         train.reward_weights = [1.0, script.format_weight]
     train.remove_unused_columns = False  # the rewards read the ground-truth columns

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from assistant.toyworld import chair_words
 from assistant.toyworld.relations import layout_objects, relation_accuracy, text_accuracy
@@ -127,9 +127,11 @@ def description_reward(
     return reward
 
 
-def format_reward(text: str) -> float:
-    """1 for an answer with no sentence repeated, 0.5 less per repeat, floored at -1 (answers cut at the length
-    limit are left out of the loss by GRPO's `mask_truncated_completions`)."""
+def format_reward(text: str, ended: bool = True) -> float:
+    """1 for an answer with no sentence repeated, 0.5 less per repeat, floored at -1; -1 for an answer that never
+    ended (`ended` False: cut at the length limit)."""
+    if not ended:
+        return -1.0
     sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s.strip()]
     repeats = len(sentences) - len(set(sentences))
     return max(-1.0, 1.0 - 0.5 * repeats)
@@ -174,13 +176,16 @@ def grpo_reward_functions(
     count_penalty: float = 0.0,
     relation_weight: float = 0.0,
     claim_penalty: float = 0.0,
+    end_ids: Collection[int] = (),
 ) -> list[Callable]:
     """[grounded, format] in TRL's signature: f(prompts, completions, **columns) -> list[float]. The dataset's
     ground-truth columns `answer`, `answer_type`, `objects` and `layout` (JSON) come in as keyword lists;
     `recall_weight` is the descriptions' weight of object recall against precision, `count_penalty` the share of a
     description's reward lost when it states a wrong number of objects, `relation_weight` the weight of its
     relation sentences being right (rows with an empty layout: not checked), `claim_penalty` the share lost per wrong
-    relation or invented text (the `texts` column, JSON; null: not checked)."""
+    relation or invented text (the `texts` column, JSON; null: not checked). `end_ids`: the tokens that end an
+    answer (EOS, pad); given, the format reward scores an answer whose last token is none of them (TRL's
+    `completion_ids`: cut at the length limit) -1 (empty: not checked)."""
     for name, value in (
         ("recall_weight", recall_weight),
         ("count_penalty", count_penalty),
@@ -215,8 +220,13 @@ def grpo_reward_functions(
             )
         ]
 
-    def formatted(prompts, completions, **_) -> list[float]:
-        return [format_reward(_text(c)) for c in completions]
+    def formatted(prompts, completions, completion_ids=None, **_) -> list[float]:
+        if not end_ids or completion_ids is None:
+            return [format_reward(_text(c)) for c in completions]
+        return [
+            format_reward(_text(c), ended=bool(ids) and ids[-1] in end_ids)
+            for c, ids in zip(completions, completion_ids, strict=True)
+        ]
 
     grounded.__name__, formatted.__name__ = "grounded", "format"
     return [grounded, formatted]

@@ -133,6 +133,24 @@ def test_grpo_stops_once_the_kl_reaches_its_target(tmp_path, rl_data, tiny_model
         )
 
 
+def test_charge_unended_scores_answers_cut_at_the_length_limit(tmp_path, rl_data, tiny_model_dir):
+    """The tiny model rarely ends within 6 tokens: charged, its cut answers score -1 on format and, unmasked,
+    stay in the loss."""
+    means = {}
+    for charge in (False, True):
+        out = grpo.main(
+            grpo.GRPOScriptArgs(dataset=str(rl_data), charge_unended=charge),
+            grpo_config(
+                tmp_path / str(charge), max_steps=1, max_completion_length=6, mask_truncated_completions=not charge
+            ),
+            ModelConfig(model_name_or_path=str(tiny_model_dir), use_peft=True, lora_r=4, lora_alpha=8),
+        )
+        clipped = rewards(out, "completions/clipped_ratio")[0]
+        assert clipped > 0.5
+        means[charge] = rewards(out, "rewards/format/mean")[0]
+    assert means[True] <= 1.0 - 2 * clipped + 1e-6 < means[False], means
+
+
 def test_grpo_anchor_adds_the_supervised_loss_of_stage_2_conversations(
     tmp_path, rl_data, anchor_data, tiny_model_dir
 ):

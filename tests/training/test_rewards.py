@@ -79,6 +79,16 @@ def test_trl_signature_reads_the_ground_truth_columns():
     assert formatted(prompts=[None, None], completions=completions) == [1.0, 1.0]
 
 
+def test_format_charges_an_answer_cut_at_the_length_limit_when_told_the_end_tokens():
+    texts = ["A red star.", "A red star. A blue cross. A red star at the top. A red star at the", ""]
+    ids = [[5, 6, 2], [5, 6, 7, 8], []]  # 2 ends an answer; the second was cut, the third is empty
+    assert format_reward(texts[1], ended=False) == -1.0
+    _, formatted = grpo_reward_functions(end_ids={2, 0})
+    assert formatted(prompts=[None] * 3, completions=texts, completion_ids=ids) == [1.0, -1.0, -1.0]
+    _, unchecked = grpo_reward_functions()
+    assert unchecked(prompts=[None] * 3, completions=texts, completion_ids=ids) == [1.0, 1.0, 1.0]
+
+
 def test_recall_weight_makes_naming_fewer_objects_cost_more():
     """One of three objects named, rightly, against two of them named beside two hallucinations."""
     columns = dict(answer=["", ""], answer_type=["free", "free"], objects=[json.dumps(SCENE)] * 2)
