@@ -141,7 +141,10 @@ def test_charge_unended_scores_answers_cut_at_the_length_limit(tmp_path, rl_data
         out = grpo.main(
             grpo.GRPOScriptArgs(dataset=str(rl_data), charge_unended=charge),
             grpo_config(
-                tmp_path / str(charge), max_steps=1, max_completion_length=6, mask_truncated_completions=not charge
+                tmp_path / str(charge),
+                max_steps=1,
+                max_completion_length=6,
+                mask_truncated_completions=not charge,
             ),
             ModelConfig(model_name_or_path=str(tiny_model_dir), use_peft=True, lora_r=4, lora_alpha=8),
         )
