@@ -230,6 +230,27 @@ def _region_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     return [Conversation(scene.seed, tuple(turns), "region_all")] if turns else []
 
 
+_instruct_varied = _mixed(
+    "instruct_varied", 1, 4, _TRAIN_MIX, text_free_ocr=1, detail_templates="detail_varied"
+)
+
+
+def _instruct_varied_all(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`instruct_varied` for two scenes in three, else a `count_all` or an `exists_all` conversation (one in six
+    each; `exists_all` opened by a detailed description half the time): stage 2c's data after a `count_all` focus
+    stage. `instruct_varied` alone undid most of what `count_all` taught (answers of 2: 0.64 -> 0.25), `count_all`
+    mixed in alone raised POPE's yes-ratio (0.59 -> 0.68), and `exists_all` mixed in without descriptions cut their
+    object recall (0.86 -> 0.67; docs/recipe.md, sessions 17-18), as `keyed` did before `keyed_detail`."""
+    rng = ctx.rng
+    pick = rng.random()
+    if pick < 1 / 6:
+        return _count_all(scene, ctx)
+    made = _exists_all(scene, ctx) if pick < 1 / 3 else []
+    if made and rng.random() < 0.5:
+        made = [replace(made[0], turns=(ask_detail(scene, ctx, "detail_varied"), *made[0].turns))]
+    return made or _instruct_varied(scene, ctx)
+
+
 def _keyed_detail(scene: Scene, ctx: TaskContext) -> list[Record]:
     """`keyed`, opened by a detailed description for half the images: `keyed` alone cost the descriptions their
     object recall (0.88 -> 0.63 after stage 2c; docs/recipe.md, session 14)."""
@@ -313,9 +334,16 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec(
             "instruct_varied",
             "conversation",
-            _mixed("instruct_varied", 1, 4, _TRAIN_MIX, text_free_ocr=1, detail_templates="detail_varied"),
+            _instruct_varied,
             "instruct_train, with the description asked in three times as many phrasings (stage 2c's data after "
             "focus stages, which left the model answering 'Yes' to a description request it had not seen).",
+        ),
+        TaskSpec(
+            "instruct_varied_all",
+            "conversation",
+            _instruct_varied_all,
+            "instruct_varied, with count_all and exists_all (half opened by a description) conversations for one "
+            "scene in six each (stage 2c's data after a count_all focus stage).",
         ),
         TaskSpec(
             "sft_mix",

@@ -394,6 +394,19 @@ def test_exists_all_asks_every_shape_and_object_and_as_many_absent_ones():
     assert crossed > len(convs)  # the point of the task: POPE's hardest negatives
 
 
+def test_instruct_varied_all_mixes_count_all_and_exists_all_into_instruct_varied():
+    convs = build_records("instruct_varied_all", scenes(), 0)
+    tasks = Counter(c.task for c in convs)
+    assert len(convs) > 0.95 * len(scenes()) and set(tasks) == {"instruct_varied", "count_all", "exists_all"}
+    assert 0.1 < tasks["count_all"] / len(convs) < 0.25 and 0.1 < tasks["exists_all"] / len(convs) < 0.25, (
+        tasks
+    )
+    opened = [c.turns[0].task == "detail" for c in convs if c.task == "exists_all"]
+    assert (
+        0.25 < sum(opened) / len(opened) < 0.75
+    )  # half the exists_all conversations open with a description
+
+
 def test_region_all_asks_where_every_uniquely_named_object_is():
     convs = build_records("region_all", scenes(), 0)
     seeds = by_seed()
