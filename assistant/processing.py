@@ -18,16 +18,18 @@ from transformers.utils import cached_file
 from assistant.errors import ConfigError
 from assistant.tokenizer import IMAGE_TOKEN
 
-# ChatML. Image parts become `image_text` ("<image>\n" for LLaVA) before the text, as LLaVA trains; the assistant
-# turn is wrapped in {% generation %} (outside any {% if %}) so TRL's assistant_only_loss can mask everything else.
+# ChatML. A message's image parts become `image_text` ("<image>\n" for LLaVA), all of them before its text wherever
+# the request put them, as LLaVA trains (its preprocessing moves the image token to the front): asked with the text
+# first, the embedded model answered every question with one word. The assistant turn is wrapped in
+# {% generation %} (outside any {% if %}) so TRL's assistant_only_loss can mask everything else.
 _CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['content'] is string -%}{%- set content = message['content'] -%}"
-    "{%- else -%}{%- set ns = namespace(text='') -%}"
+    "{%- else -%}{%- set ns = namespace(images='', text='') -%}"
     "{%- for part in message['content'] -%}"
-    "{%- if part['type'] in ['image', 'image_url'] -%}{%- set ns.text = ns.text + IMAGE_TEXT -%}"
+    "{%- if part['type'] in ['image', 'image_url'] -%}{%- set ns.images = ns.images + IMAGE_TEXT -%}"
     "{%- elif part['type'] == 'text' -%}{%- set ns.text = ns.text + part['text'] -%}{%- endif -%}"
-    "{%- endfor -%}{%- set content = ns.text -%}{%- endif -%}"
+    "{%- endfor -%}{%- set content = ns.images + ns.text -%}{%- endif -%}"
     "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
     "{%- if message['role'] == 'assistant' -%}{% generation %}{{- content + '<|im_end|>' -}}{% endgeneration %}"
     "{%- else -%}{{- content + '<|im_end|>' -}}{%- endif -%}"

@@ -56,6 +56,17 @@ def test_saved_directory_reloads_with_auto_classes_and_generates_the_same(tiny_s
     assert torch.equal(before, after)
 
 
+def test_chat_template_puts_a_message_s_images_before_its_text(tiny_model_dir):
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    orders = (
+        [{"type": "image"}, {"type": "text", "text": "how many?"}],
+        [{"type": "text", "text": "how many?"}, {"type": "image"}],
+        [{"type": "text", "text": "how "}, {"type": "image"}, {"type": "text", "text": "many?"}],
+    )
+    prompts = {processor.apply_chat_template([{"role": "user", "content": c}]) for c in orders}
+    assert prompts == {"<|im_start|>user\n<image>\nhow many?<|im_end|>\n"}
+
+
 def test_saved_directory_carries_what_vllm_needs(tiny_model_dir):
     config = json.loads((tiny_model_dir / "config.json").read_text())
     for key in VLLM_FIELDS:
