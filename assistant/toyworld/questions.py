@@ -184,8 +184,12 @@ def ask_existence(scene: Scene, ctx: TaskContext) -> QA:
         what = obj.shape if rng.random() < 0.3 else obj.name
     else:
         what = absent_item(scene, ctx, adversarial=rng.random() < 0.5)
-    q = phrase(rng, "exists", a_what=f"{article(what)} {what}")
-    return QA(q, yes_no(yes), "existence", "yes_no")
+    return exists_question(rng, what, yes)
+
+
+def exists_question(rng: random.Random, what: str, yes: bool) -> QA:
+    """ "Is there a {what} in the image?" answered Yes or No (`what`: "star", "red star")."""
+    return QA(phrase(rng, "exists", a_what=f"{article(what)} {what}"), yes_no(yes), "existence", "yes_no")
 
 
 def ask_shape_exists(scene: Scene, ctx: TaskContext) -> QA:
@@ -195,8 +199,7 @@ def ask_shape_exists(scene: Scene, ctx: TaskContext) -> QA:
     absent = [s for s in SHAPES if s not in present]
     yes = ctx.pick_yes(can_yes=bool(present), can_no=bool(absent), key="existence")
     what = rng.choice(present) if yes else rng.choice(absent)
-    q = phrase(rng, "exists", a_what=f"{article(what)} {what}")
-    return QA(q, yes_no(yes), "existence", "yes_no")
+    return exists_question(rng, what, yes)
 
 
 def ask_shape_count(scene: Scene, ctx: TaskContext) -> QA:

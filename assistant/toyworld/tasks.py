@@ -15,12 +15,20 @@ from dataclasses import dataclass, replace
 from .describe import object_summary
 from .pope import make_chair, make_pope
 from .preference import make_pair
-from .questions import SKILLS, ask_caption, ask_detail, count_question, pick_by_shape, refer_by_shape, yes_no
+from .questions import (
+    SKILLS,
+    ask_caption,
+    ask_detail,
+    count_question,
+    exists_question,
+    pick_by_shape,
+    refer_by_shape,
+)
 from .records import QA, Conversation, Record, TaskContext, WorldStats
 from .relations import counts_by_color, counts_by_shape, region, unique_name
 from .scene import Scene
 from .templates import phrase
-from .vocab import COLOR_NAMES, SHAPES, article, plural
+from .vocab import COLOR_NAMES, SHAPES, plural
 
 Maker = Callable[[Scene, TaskContext], list[Record]]
 FORMATS: tuple[str, ...] = ("conversation", "preference", "pope", "chair", "prompt")
@@ -209,10 +217,7 @@ def _exists_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     asked = [(s, True) for s in shapes] + [(f"{c} {s}", True) for c, s in pairs]
     asked += [(s, False) for s in rng.sample(absent, min(len(shapes), len(absent)))]
     asked += [(f"{c} {s}", False) for c, s in rng.sample(crossed, min(len(pairs), len(crossed)))]
-    turns = [
-        QA(phrase(rng, "exists", a_what=f"{article(what)} {what}"), yes_no(yes), "existence", "yes_no")
-        for what, yes in asked
-    ]
+    turns = [exists_question(rng, what, yes) for what, yes in asked]
     rng.shuffle(turns)
     return [Conversation(scene.seed, tuple(turns), "exists_all")] if turns else []
 
