@@ -106,14 +106,14 @@ def test_loaded_model_runs_in_inference_mode(tiny_assistant):
 
 
 def test_min_tokens_holds_back_the_end_of_turn():
-    """The embedded model answers a count in one token and ends its turn; min_tokens makes it go on."""
+    """The embedded model names a colour in one token and ends its turn; min_tokens makes it go on."""
     from assistant.paths import DEFAULT_MODEL_DIR
     from assistant.toyworld import EVAL_SEED_BASE, PRESETS, generate_scene, render
 
     assistant = Assistant.load(DEFAULT_MODEL_DIR)
     image = render(generate_scene(EVAL_SEED_BASE + 7, PRESETS["tiny"]))
     messages = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many objects?"}]}
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the diamond?"}]}
     ]
     short = assistant.chat(messages, [image], max_new_tokens=20)
     assert short.finish_reason == "stop" and short.completion_tokens < 20
