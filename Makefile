@@ -42,12 +42,13 @@ lint: install
 # where / is there / how many by shape, 1 epoch; 2b3: every shape and colour counted, 1 epoch; 2b4: where every
 # object is, 2 epochs, read from stage 0's place-aware patch tokens), then 2c on
 # instruct_varied_all (instruct_varied: "is there any text?" of text-free scenes too, descriptions in 12 phrasings;
-# with count_all and exists_all for a third of the scenes, 600 steps) and GRPO (3b) beside DPO; the GRPO model is
+# with count_all and exists_all for a third of the scenes, 600 steps) and GRPO (3b, descriptions asked in 12
+# phrasings) beside DPO; the GRPO model is
 # shipped (docs/recipe.md, sessions 13-19).
 # make toy-model CONNECTOR=qformer: the Q-Former variant in runs/toy_qformer (not installed; docs/connectors.md)
 CONNECTOR ?= mlp2x_gelu
 toy-model: install
-	$(BIN)/python -m training.recipe --connector $(CONNECTOR) $(if $(filter qformer,$(CONNECTOR)),--workdir runs/toy_qformer,--focus_task color_all:3,keyed:1,count_all:1,region_all:2 --refresh_task instruct_varied_all --n_refresh 9600 --set sft_refresh.max_steps=600 --grpo --ship grpo)
+	$(BIN)/python -m training.recipe --connector $(CONNECTOR) $(if $(filter qformer,$(CONNECTOR)),--workdir runs/toy_qformer,--focus_task color_all:3,keyed:1,count_all:1,region_all:2 --refresh_task instruct_varied_all --n_refresh 9600 --set sft_refresh.max_steps=600 --rl_task rl_detail_varied --grpo --ship grpo)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
