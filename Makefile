@@ -40,11 +40,10 @@ lint: install
 
 # make toy-model: stages 0-3 with the shape-keyed focus phase (2b: every object's colour by its shape, 3 epochs; 2b2:
 # where / is there / how many by shape, 1 epoch; 2b3: every shape and colour counted, 1 epoch; 2b4: where every
-# object is, 2 epochs, read from stage 0's place-aware patch tokens), then 2c on
-# instruct_varied_all (instruct_varied: "is there any text?" of text-free scenes too, descriptions in 12 phrasings;
-# with count_all and exists_all for a third of the scenes, 600 steps) and GRPO (3b, descriptions asked in 12
-# phrasings) beside DPO; the GRPO model is
-# shipped (docs/recipe.md, sessions 13-19).
+# object is, 2 epochs, read from stage 0's place-aware patch tokens), then 2c on instruct_varied_all
+# (instruct_varied: "is there any text?" of text-free scenes too, descriptions in 12 phrasings; with count_all and
+# exists_all for a third of the scenes, 600 steps) and GRPO (3b, descriptions asked in 12 phrasings) beside DPO;
+# the GRPO model is shipped (docs/recipe.md, sessions 13-19).
 # make toy-model CONNECTOR=qformer: the Q-Former variant in runs/toy_qformer (not installed; docs/connectors.md)
 CONNECTOR ?= mlp2x_gelu
 toy-model: install
