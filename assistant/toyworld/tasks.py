@@ -23,9 +23,10 @@ from .questions import (
     exists_question,
     pick_by_shape,
     refer_by_shape,
+    yes_no,
 )
 from .records import QA, Conversation, Record, TaskContext, WorldStats
-from .relations import counts_by_color, counts_by_shape, region, unique_name
+from .relations import RELATION_PHRASES, counts_by_color, counts_by_shape, region, relation, unique_name
 from .scene import Scene
 from .templates import phrase
 from .vocab import COLOR_NAMES, SHAPES, plural
@@ -235,6 +236,51 @@ def _region_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     return [Conversation(scene.seed, tuple(turns), "region_all")] if turns else []
 
 
+_OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+_MAX_RELATION_TURNS = 8
+
+
+def _relation_turns(scene: Scene, ctx: TaskContext) -> list[QA]:
+    """One relation question for each pair of uniquely named objects that stand clearly apart (up to eight pairs),
+    half "Is the star left or right of the circle?" and half yes/no ("Is the star above the circle?"), whose
+    answers are "Yes" for half of them, in skill VQA's phrasings (`ask_position`)."""
+    rng = ctx.rng
+    named = [(o, n) for o in scene.objects if (n := unique_name(scene, o))]
+    pairs = [(a, na, b, nb) for i, (a, na) in enumerate(named) for b, nb in named[i + 1 :] if relation(a, b)]
+    rng.shuffle(pairs)
+    turns = []
+    for a, na, b, nb in pairs[:_MAX_RELATION_TURNS]:
+        if rng.random() < 0.5:  # either object first
+            a, na, b, nb = b, nb, a, na
+        r = rng.choice(relation(a, b))
+        if rng.random() < 0.5:
+            key = "rel_choice_h" if r in ("left", "right") else "rel_choice_v"
+            turns.append(QA(phrase(rng, key, a=na, b=nb), r, "position", "relation"))
+        else:
+            yes = rng.random() < 0.5
+            said = RELATION_PHRASES[r if yes else _OPPOSITE[r]]
+            turns.append(
+                QA(phrase(rng, "rel_yes_no", a=na, b=nb, rel=said), yes_no(yes), "position", "yes_no")
+            )
+    return turns
+
+
+def _relation_all(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """Where objects stand relative to each other, a pair per turn (`_relation_turns`): a focus task for the
+    relation questions, which are two thirds of skill VQA's position questions and were never one (region_all
+    took region questions 0.14 -> 0.44 after GRPO, docs/recipe.md, session 19)."""
+    turns = _relation_turns(scene, ctx)
+    return [Conversation(scene.seed, tuple(turns), "relation_all")] if turns else []
+
+
+def _position_all(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`region_all`'s and `relation_all`'s turns of a scene together, in random order: every kind of position
+    question skill VQA asks."""
+    turns = [t for c in _region_all(scene, ctx) for t in c.turns] + _relation_turns(scene, ctx)
+    ctx.rng.shuffle(turns)
+    return [Conversation(scene.seed, tuple(turns), "position_all")] if turns else []
+
+
 _instruct_varied = _mixed(
     "instruct_varied", 1, 4, _TRAIN_MIX, text_free_ocr=1, detail_templates="detail_varied"
 )
@@ -405,6 +451,19 @@ TASKS: dict[str, TaskSpec] = {
             "conversation",
             _region_all,
             "Where every uniquely named object is (which ninth of the image), one turn each (a focus task).",
+        ),
+        TaskSpec(
+            "relation_all",
+            "conversation",
+            _relation_all,
+            "Left/right and above/below of up to eight pairs of objects, half as choices, half yes/no (a focus "
+            "task).",
+        ),
+        TaskSpec(
+            "position_all",
+            "conversation",
+            _position_all,
+            "region_all and relation_all's turns of each image together (a focus task).",
         ),
         TaskSpec("rl", "prompt", _rl_prompt, "RL prompts: descriptions and short questions, one per scene."),
         TaskSpec("rl_detail", "prompt", _rl_detail_prompt, "RL prompts: one detailed description per scene."),

@@ -19,7 +19,7 @@ from assistant.toyworld import (
 )
 from assistant.toyworld.describe import describe
 from assistant.toyworld.records import ChairItem, Conversation, PopeQuestion, PreferencePair
-from assistant.toyworld.relations import count, region
+from assistant.toyworld.relations import count, region, relation
 from assistant.toyworld.templates import TEMPLATES
 from assistant.toyworld.vocab import COLOR_NAMES, PLURALS, SHAPE_SYNONYMS, SHAPES, SIZES, chair_words
 
@@ -426,6 +426,64 @@ def test_region_all_asks_where_every_uniquely_named_object_is():
             assert len(hits) == 1 and qa.answer == region(seeds[conv.scene_seed], hits[0])
             asked.append(hits[0])
         assert len(set(map(id, asked))) == len(asked)
+
+
+def _named(scene: Scene, question: str) -> list:
+    """The objects a question names, in the order it names them (each name picks out exactly one object)."""
+    names = re.findall(
+        rf"(?:(?:{'|'.join(SIZES)}) )?(?:(?:{'|'.join(COLOR_NAMES)}) )?(?:{'|'.join(SHAPES)})\b", question
+    )
+    out = []
+    for name in names:
+        words = _name_words(name)
+        hits = [
+            o
+            for o in scene.objects
+            if o.shape == words[-1] and all(w in (o.size, o.color, o.shape) for w in words)
+        ]
+        assert len(hits) == 1, (question, name)
+        out.append(hits[0])
+    return out
+
+
+@pytest.mark.parametrize("task", ["relation_all", "position_all"])
+def test_relation_turns_are_answered_by_the_scenes_geometry(task):
+    convs = build_records(task, scenes(), 0)
+    seeds = by_seed()
+    opposite = {"left": "right", "right": "left", "above": "below", "below": "above"}
+    kinds, yes = Counter(), Counter()
+    for conv in convs:
+        scene = seeds[conv.scene_seed]
+        pairs = set()
+        for qa in conv.turns:
+            assert qa.task == "position"
+            kinds[qa.answer_type] += 1
+            if qa.answer_type == "region":
+                continue
+            a, b = _named(scene, qa.question)
+            # "On which side of the {b} is the {a}" and "Relative to the {b}, is the {a} ..." name b first
+            if qa.question.startswith(("On which side", "Relative to")):
+                a, b = b, a
+            pairs.add(frozenset((id(a), id(b))))
+            holds = relation(a, b)
+            if qa.answer_type == "relation":
+                assert qa.answer in holds
+                assert (
+                    f"{qa.answer} or" in qa.question
+                    or f"or {qa.answer}" in qa.question
+                    or (f"or to the {qa.answer}" in qa.question)
+                )
+            else:
+                said = next(
+                    r for r in ("left", "right", "above", "below") if re.search(rf"\b{r}\b", qa.question)
+                )
+                assert qa.answer == ("Yes" if said in holds else "No")
+                assert qa.answer == "Yes" or opposite[said] in holds  # a "No" is the opposite of a fact
+                yes[qa.answer] += 1
+        assert len(pairs) == sum(t.answer_type != "region" for t in conv.turns) <= 8  # a pair is asked once
+    assert kinds["relation"] > 50 and kinds["yes_no"] > 50
+    assert (kinds["region"] > 50) == (task == "position_all")
+    assert 0.4 < yes["Yes"] / sum(yes.values()) < 0.6
 
 
 def _name_words(question: str) -> list[str]:
