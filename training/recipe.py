@@ -106,6 +106,15 @@ class RecipeArgs:
     n_refresh: int = field(
         default=6400, metadata={"help": "Scenes of the refresh task (with --refresh_task)."}
     )
+    continue_from: str = field(
+        default="",
+        metadata={
+            "help": "A model an earlier recipe run made (e.g. runs/toy/final_grpo): stages 0-2 are skipped and the "
+            "focus phase starts from that model, its stages numbered on from that run's (its workdir, the model's "
+            "parent, holds them: a run with four focus stages is continued by 2b5 on data/focus5, seed "
+            "+68,000,000). The model card adds that run's time. Needs --focus_task (docs/recipe.md, session 20)."
+        },
+    )
     ship: str = field(
         default="dpo", metadata={"help": "Which final model is installed and carries the card: dpo or grpo."}
     )
@@ -157,6 +166,15 @@ class RecipeArgs:
                 raise ValueError(
                     f"{name} must be a toy-world conversation task, one of {tasks}; got {task!r}"
                 )
+        if self.continue_from:
+            if not self.focus_task:
+                raise ValueError("continue_from starts the focus phase from a model; add --focus_task")
+            earlier = Path(self.continue_from)
+            if not (_done(earlier) and (earlier.parent / "stage0" / "stage0_report.json").is_file()):
+                raise ValueError(
+                    f"continue_from {earlier}: not a model of a finished recipe run (want its workdir's "
+                    "MODEL/config.json and stage0/stage0_report.json beside it)"
+                )
         if self.refresh_task and not self.focus_task:
             raise ValueError("refresh_task sets stage 2c's data, which runs only with --focus_task; add one")
         if self.connector not in CONNECTORS:
@@ -164,6 +182,16 @@ class RecipeArgs:
         if self.install is None:
             self.install = self.connector == "mlp2x_gelu"
         self.stage_overrides()  # a malformed --set fails before any work
+
+    def first_focus(self) -> int:
+        """The index of this run's first focus stage: 0, or with --continue_from the number of focus stages the
+        earlier run had (its data/focus, data/focus2, ...)."""
+        if not self.continue_from:
+            return 0
+        earlier, n = Path(self.continue_from).parent, 0
+        while (earlier / "data" / focus_name("focus", n) / "manifest.json").is_file():
+            n += 1
+        return n
 
     def focus_stages(self) -> list[tuple[str, int | None]]:
         """`--focus_task` as [(task, epochs or None: sft_focus.yaml's)], in training order."""
@@ -232,7 +260,13 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     }
     if args.grpo:
         plan["rl"] = (args.rl_task, args.n_rl, args.seed + 40_000_000, False)
-    for i, (task, _) in enumerate(args.focus_stages()):
+    if (
+        args.continue_from
+    ):  # stages 1 and 2 do not run (stage 2's data is GRPO's anchor only without a refresh)
+        del plan["caption"]
+        if args.refresh_task:
+            del plan["instruct"]
+    for i, (task, _) in enumerate(args.focus_stages(), start=args.first_focus()):
         plan[focus_name("focus", i)] = (task, args.n_focus, args.seed + 60_000_000 + i * 2_000_000, False)
     if args.refresh_task:
         plan["refresh"] = (args.refresh_task, args.n_refresh, args.seed + 70_000_000, False)
@@ -406,7 +440,8 @@ def run(args: RecipeArgs) -> Path:
     data = timed("data", make_data, args, work)
 
     extra = args.stage_overrides()
-    stage0 = work / "stage0"
+    earlier = Path(args.continue_from).parent if args.continue_from else None
+    stage0 = (earlier or work) / "stage0"
     if not (stage0 / "stage0_report.json").is_file():
         timed("stage0", bootstrap.main, *stage0_config(work, args.seed, args.smoke, extra.get("bootstrap")))
     stage0_report = json.loads((stage0 / "stage0_report.json").read_text())
@@ -462,14 +497,18 @@ def run(args: RecipeArgs) -> Path:
         ),
         ("stage2", config_of("sft"), sft.main, (sft.SFTScriptArgs, SFTConfig, ModelConfig), small),
     ]
+    if earlier:
+        stages = []  # the earlier run's model takes stage 2's place
     # the focus phase: one skill alone until its late transition (2b; 2b2, ... after it), then stage 2's data
     # again (2c)
     tuned = work / "stage2"
     pinned: dict[str, dict] = {}  # a stage's settings that --set does not override
     if args.focus_task:
         sft_parsers = (sft.SFTScriptArgs, SFTConfig, ModelConfig)
-        previous = tuned
-        for i, (_, epochs) in enumerate(args.focus_stages()):  # TASK:EPOCHS wins over --set sft_focus.*
+        previous = Path(args.continue_from) if earlier else tuned
+        for i, (_, epochs) in enumerate(
+            args.focus_stages(), start=args.first_focus()
+        ):  # TASK:EPOCHS wins over --set sft_focus.*
             name = focus_name("stage2b", i)
             focus = {
                 "model_name_or_path": str(previous),
@@ -549,12 +588,17 @@ def run(args: RecipeArgs) -> Path:
     from training.model_card import write_model_card
 
     environment = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    card_timings = dict(timings)
+    if earlier:  # the time to build this model includes the run it continues
+        earlier_timings = earlier / "timings.json"
+        spent = json.loads(earlier_timings.read_text()) if earlier_timings.is_file() else {}
+        card_timings = {f"earlier run ({earlier})": round(sum(spent.values()), 1), **timings}
     write_model_card(
         shipped,
         args=asdict(args),
         data=data,
         metrics=metrics,
-        timings=timings,
+        timings=card_timings,
         stage0=stage0,
         environment=environment,
     )

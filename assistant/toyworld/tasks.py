@@ -302,6 +302,15 @@ def _instruct_varied_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     return made or _instruct_varied(scene, ctx)
 
 
+def _instruct_varied_pos(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`instruct_varied_all`, except that one scene in six gets a `position_all` conversation instead (taken from
+    `instruct_varied`'s share): stage 2c's data after a `position_all` focus stage. Stage 2c and GRPO gave back
+    part of what `region_all` taught (region questions 0.61 -> 0.46 -> 0.44; docs/recipe.md, session 19)."""
+    if ctx.rng.random() < 1 / 6:
+        return _position_all(scene, ctx)
+    return _instruct_varied_all(scene, ctx)
+
+
 def _keyed_detail(scene: Scene, ctx: TaskContext) -> list[Record]:
     """`keyed`, opened by a detailed description for half the images: `keyed` alone cost the descriptions their
     object recall (0.88 -> 0.63 after stage 2c; docs/recipe.md, session 14)."""
@@ -395,6 +404,13 @@ TASKS: dict[str, TaskSpec] = {
             _instruct_varied_all,
             "instruct_varied, with count_all and exists_all (half opened by a description) conversations for one "
             "scene in six each (stage 2c's data after a count_all focus stage).",
+        ),
+        TaskSpec(
+            "instruct_varied_pos",
+            "conversation",
+            _instruct_varied_pos,
+            "instruct_varied_all, with a position_all conversation for one scene in six (stage 2c's data after a "
+            "position_all focus stage).",
         ),
         TaskSpec(
             "sft_mix",

@@ -6,7 +6,9 @@ import json
 import re
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from training import ablations, recipe
@@ -92,6 +94,34 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
         work / "stage2c"
     )  # preference tuning starts after the focus
     assert "| stage2c |" in (final / "README.md").read_text()
+
+    # a later run continues from that model: no stages 0-2, its focus stages numbered on from the earlier run's
+    later = tmp_path / "later"
+    continued = recipe.main(
+        [
+            *("--workdir", str(later), "--smoke", "--no-install", "--continue_from", str(final)),
+            *("--focus_task", "position_all", "--refresh_task", "instruct_varied_pos"),
+        ]
+    )
+    assert not any((later / name).exists() for name in ("stage0", "stage1", "stage2", "data/caption"))
+    focus3 = json.loads((later / "data" / "focus3" / "manifest.json").read_text())
+    assert (
+        focus3["task"] == "position_all" and focus3["seed"] == 64_000_000
+    )  # focus, focus2 were the earlier run's
+    stage2b3 = yaml.safe_load((later / "configs" / "stage2b3.yaml").read_text())
+    assert stage2b3["model_name_or_path"] == str(final) and stage2b3["dataset"] == f"{later}/data/focus3"
+    assert yaml.safe_load((later / "configs" / "sft_refresh.yaml").read_text())["model_name_or_path"] == str(
+        later / "stage2b3"
+    )
+    before = load_file(final / "model.safetensors")
+    after = load_file(later / "stage2b3" / "model.safetensors")
+    assert any(not torch.equal(before[k].float(), after[k].float()) for k in before)  # it trained
+    card = (continued / "README.md").read_text()
+    assert f'"earlier run ({work})": ' in card and '"stage2b3": ' in card
+    with pytest.raises(ValueError, match="add --focus_task"):
+        recipe.RecipeArgs(continue_from=str(final))
+    with pytest.raises(ValueError, match="not a model of a finished recipe run"):
+        recipe.RecipeArgs(continue_from=str(tmp_path), focus_task="color_all")
 
 
 @pytest.mark.slow  # test time: the GRPO stage, its merge and evals on top of the smoke recipe above
