@@ -116,6 +116,16 @@ def visual_tokens(model_dir: Path) -> int:
     return image_question_tokens(load_processor(model_dir), config, image, "?")[0]
 
 
+def stage0_line(report: dict | None, args: dict[str, Any]) -> str:
+    if report is None:  # a run continued from a model whose workdir is not here
+        return f"Stage-0 encoder probe: in the card of the model this run continued from ({args.get('continue_from')})."
+    probe = report.get("probe", {})
+    return (
+        f"Stage-0 encoder probe (frozen features, held-out scenes): `{json.dumps(probe.get('trained', {}))}`;\n"
+        f"random-init encoder: `{json.dumps(probe.get('random_init', {}))}`."
+    )
+
+
 def write_model_card(
     model_dir: Path,
     *,
@@ -130,7 +140,8 @@ def write_model_card(
     for name, path in data.items():
         manifest = json.loads((path / "manifest.json").read_text())
         sizes[name] = f"{manifest['n']} scenes, {manifest['records']} records (task {manifest['task']})"
-    stage0_report = json.loads((stage0 / "stage0_report.json").read_text())
+    report_file = stage0 / "stage0_report.json"
+    stage0_report = json.loads(report_file.read_text()) if report_file.is_file() else None
     weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     config = json.loads((model_dir / "config.json").read_text())
     tokens = visual_tokens(model_dir)
@@ -208,8 +219,7 @@ layer (`lm.K`, 0 = embeddings), and the model's own answer to "What shape/colour
 
 {probe_table(metrics)}
 
-Stage-0 encoder probe (frozen features, held-out scenes): `{json.dumps(stage0_report.get("probe", {}).get("trained", {}))}`;
-random-init encoder: `{json.dumps(stage0_report.get("probe", {}).get("random_init", {}))}`.
+{stage0_line(stage0_report, args)}
 
 ## Time on the building machine (seconds)
 `{json.dumps(timings)}`

@@ -110,9 +110,10 @@ class RecipeArgs:
         default="",
         metadata={
             "help": "A model an earlier recipe run made (e.g. runs/toy/final_grpo): stages 0-2 are skipped and the "
-            "focus phase starts from that model, its stages numbered on from that run's (its workdir, the model's "
-            "parent, holds them: a run with four focus stages is continued by 2b5 on data/focus5, seed "
-            "+68,000,000). The model card adds that run's time. Needs --focus_task (docs/recipe.md, session 20)."
+            "focus phase starts from that model, its stages numbered on from that run's focus data in the model's "
+            "parent (a run with data/focus .. data/focus4 is continued by 2b5 on data/focus5, seed +68,000,000). "
+            "The model card adds that run's time and stage-0 report where its workdir has them. Needs --focus_task "
+            "(docs/recipe.md, session 20)."
         },
     )
     ship: str = field(
@@ -169,12 +170,8 @@ class RecipeArgs:
         if self.continue_from:
             if not self.focus_task:
                 raise ValueError("continue_from starts the focus phase from a model; add --focus_task")
-            earlier = Path(self.continue_from)
-            if not (_done(earlier) and (earlier.parent / "stage0" / "stage0_report.json").is_file()):
-                raise ValueError(
-                    f"continue_from {earlier}: not a model of a finished recipe run (want its workdir's "
-                    "MODEL/config.json and stage0/stage0_report.json beside it)"
-                )
+            if not (Path(self.continue_from) / "config.json").is_file():
+                raise ValueError(f"continue_from {self.continue_from}: no model there (no config.json)")
         if self.refresh_task and not self.focus_task:
             raise ValueError("refresh_task sets stage 2c's data, which runs only with --focus_task; add one")
         if self.connector not in CONNECTORS:
@@ -442,14 +439,16 @@ def run(args: RecipeArgs) -> Path:
     extra = args.stage_overrides()
     earlier = Path(args.continue_from).parent if args.continue_from else None
     stage0 = (earlier or work) / "stage0"
-    if not (stage0 / "stage0_report.json").is_file():
+    if not earlier and not (stage0 / "stage0_report.json").is_file():
         timed("stage0", bootstrap.main, *stage0_config(work, args.seed, args.smoke, extra.get("bootstrap")))
-    stage0_report = json.loads((stage0 / "stage0_report.json").read_text())
+    report_file = stage0 / "stage0_report.json"
+    stage0_report = json.loads(report_file.read_text()) if report_file.is_file() else {}
 
     small = SMOKE_STAGES if args.smoke else {}
-    layer = {"vision_feature_layer": stage0_report["vision"]["vision_feature_layer"]}
     qformer = args.connector == "qformer"
-    if qformer and not (stage0 / "vision_blip2" / "blip2_tower_report.json").is_file():
+    # stage 0's work for stage 1 (the layer it reads, the Q-Former's tower and slots); a continued run has no stage 1
+    layer = {} if earlier else {"vision_feature_layer": stage0_report["vision"]["vision_feature_layer"]}
+    if qformer and not earlier and not (stage0 / "vision_blip2" / "blip2_tower_report.json").is_file():
         from training.stage0.blip2_tower import TowerArgs, distill
 
         tower_args = TowerArgs(
@@ -465,7 +464,7 @@ def run(args: RecipeArgs) -> Path:
     stage1_qformer = (
         stage_yaml("pretrain_qformer", work, **extra.get("pretrain_qformer", {})) if qformer else {}
     )
-    slots = stage1_qformer.get("qformer_init")
+    slots = None if earlier else stage1_qformer.get("qformer_init")
     if slots and not (Path(slots) / "qformer_report.json").is_file():
         from training.stage0.qformer import QFormerArgs
         from training.stage0.qformer import pretrain as pretrain_slots

@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForImageTextToText
 
-from training import ablations, recipe
+from training import ablations, model_card, recipe
 
 
 def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
@@ -118,9 +118,11 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
     assert any(not torch.equal(before[k].float(), after[k].float()) for k in before)  # it trained
     card = (continued / "README.md").read_text()
     assert f'"earlier run ({work})": ' in card and '"stage2b3": ' in card
+    assert "Stage-0 encoder probe (frozen features" in card  # the earlier run's stage 0
+    assert "this run continued from" in model_card.stage0_line(None, {"continue_from": "elsewhere/final"})
     with pytest.raises(ValueError, match="add --focus_task"):
         recipe.RecipeArgs(continue_from=str(final))
-    with pytest.raises(ValueError, match="not a model of a finished recipe run"):
+    with pytest.raises(ValueError, match="no model there"):
         recipe.RecipeArgs(continue_from=str(tmp_path), focus_task="color_all")
 
 
