@@ -286,7 +286,8 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     if args.grpo:
         built = built or not (work / "data" / "anchor" / "manifest.json").is_file()
         # the anchor holds the short answers where the last supervised stage left them: 2c's data with a focus phase
-        out["anchor"] = write_anchor(out.get("refresh", out["instruct"]), work / "data" / "anchor")
+        source = out["refresh"] if "refresh" in out else out["instruct"]  # a continued run has no stage-2 data
+        out["anchor"] = write_anchor(source, work / "data" / "anchor")
     return out if built else Reused(out)
 
 
