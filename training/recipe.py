@@ -257,9 +257,8 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     }
     if args.grpo:
         plan["rl"] = (args.rl_task, args.n_rl, args.seed + 40_000_000, False)
-    if (
-        args.continue_from
-    ):  # stages 1 and 2 do not run (stage 2's data is GRPO's anchor only without a refresh)
+    # a continued run has no stages 1 and 2 (stage 2's data is then GRPO's anchor only without a refresh)
+    if args.continue_from:
         del plan["caption"]
         if args.refresh_task:
             del plan["instruct"]
@@ -286,7 +285,8 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     if args.grpo:
         built = built or not (work / "data" / "anchor" / "manifest.json").is_file()
         # the anchor holds the short answers where the last supervised stage left them: 2c's data with a focus phase
-        source = out["refresh"] if "refresh" in out else out["instruct"]  # a continued run has no stage-2 data
+        # (a continued run has no stage-2 data)
+        source = out["refresh"] if "refresh" in out else out["instruct"]
         out["anchor"] = write_anchor(source, work / "data" / "anchor")
     return out if built else Reused(out)
 

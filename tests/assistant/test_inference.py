@@ -113,7 +113,10 @@ def test_min_tokens_holds_back_the_end_of_turn():
     assistant = Assistant.load(DEFAULT_MODEL_DIR)
     image = render(generate_scene(EVAL_SEED_BASE + 7, PRESETS["tiny"]))
     messages = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the diamond?"}]}
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": "What colour is the diamond?"}],
+        }
     ]
     short = assistant.chat(messages, [image], max_new_tokens=20)
     assert short.finish_reason == "stop" and short.completion_tokens < 20
