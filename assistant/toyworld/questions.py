@@ -141,16 +141,19 @@ def ask_position(scene: Scene, ctx: TaskContext) -> QA | None:
         obj, name = rng.choice(named)
         return QA(phrase(rng, "region", name=name), rel.region(scene, obj), "position", "region")
     a, na, b, nb = rng.choice(pairs)
-    holds = rel.relation(a, b)
-    if kind == "choice":
-        r = rng.choice(holds)
-        key = "rel_choice_h" if r in ("left", "right") else "rel_choice_v"
-        return QA(phrase(rng, key, a=na, b=nb), r, "position", "relation")
-    yes = ctx.pick_yes(key="position")
-    opposite = {"left": "right", "right": "left", "above": "below", "below": "above"}
-    r = rng.choice(holds) if yes else opposite[rng.choice(holds)]
-    q = phrase(rng, "rel_yes_no", a=na, b=nb, rel=rel.RELATION_PHRASES[r])
-    return QA(q, yes_no(yes), "position", "yes_no")
+    yes = None if kind == "choice" else ctx.pick_yes(key="position")
+    return relation_question(rng, na, nb, rng.choice(rel.relation(a, b)), yes)
+
+
+def relation_question(rng: random.Random, a: str, b: str, holds: str, yes: bool | None) -> QA:
+    """A question on where the object named `a` stands relative to the one named `b`, given a relation that
+    `holds` ("left", ...): a choice ("Is the star left or right of the circle?") when `yes` is None, else a yes/no
+    question that says the relation (answer "Yes") or its opposite ("No")."""
+    if yes is None:
+        key = "rel_choice_h" if holds in ("left", "right") else "rel_choice_v"
+        return QA(phrase(rng, key, a=a, b=b), holds, "position", "relation")
+    said = rel.RELATION_PHRASES[holds if yes else rel.OPPOSITE[holds]]
+    return QA(phrase(rng, "rel_yes_no", a=a, b=b, rel=said), yes_no(yes), "position", "yes_no")
 
 
 def absent_item(scene: Scene, ctx: TaskContext, adversarial: bool) -> str:

@@ -21,6 +21,7 @@ RELATION_PHRASES: dict[str, str] = {
     "above": "above",
     "below": "below",
 }
+OPPOSITE: dict[str, str] = {"left": "right", "right": "left", "above": "below", "below": "above"}
 REGIONS: tuple[tuple[str, ...], ...] = (
     ("top left", "top", "top right"),
     ("left", "center", "right"),

@@ -23,10 +23,10 @@ from .questions import (
     exists_question,
     pick_by_shape,
     refer_by_shape,
-    yes_no,
+    relation_question,
 )
 from .records import QA, Conversation, Record, TaskContext, WorldStats
-from .relations import RELATION_PHRASES, counts_by_color, counts_by_shape, region, relation, unique_name
+from .relations import counts_by_color, counts_by_shape, region, relation, unique_name
 from .scene import Scene
 from .templates import phrase
 from .vocab import COLOR_NAMES, SHAPES, plural
@@ -236,7 +236,6 @@ def _region_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     return [Conversation(scene.seed, tuple(turns), "region_all")] if turns else []
 
 
-_OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 _MAX_RELATION_TURNS = 8
 
 
@@ -252,16 +251,9 @@ def _relation_turns(scene: Scene, ctx: TaskContext) -> list[QA]:
     for a, na, b, nb in pairs[:_MAX_RELATION_TURNS]:
         if rng.random() < 0.5:  # either object first
             a, na, b, nb = b, nb, a, na
-        r = rng.choice(relation(a, b))
-        if rng.random() < 0.5:
-            key = "rel_choice_h" if r in ("left", "right") else "rel_choice_v"
-            turns.append(QA(phrase(rng, key, a=na, b=nb), r, "position", "relation"))
-        else:
-            yes = rng.random() < 0.5
-            said = RELATION_PHRASES[r if yes else _OPPOSITE[r]]
-            turns.append(
-                QA(phrase(rng, "rel_yes_no", a=na, b=nb, rel=said), yes_no(yes), "position", "yes_no")
-            )
+        holds = rng.choice(relation(a, b))
+        yes = None if rng.random() < 0.5 else rng.random() < 0.5  # a choice, or yes/no with "Yes" for half
+        turns.append(relation_question(rng, na, nb, holds, yes))
     return turns
 
 
