@@ -185,10 +185,13 @@ class RecipeArgs:
         earlier run had (its data/focus, data/focus2, ...)."""
         if not self.continue_from:
             return 0
-        earlier, n = Path(self.continue_from).parent, 0
-        while (earlier / "data" / focus_name("focus", n) / "manifest.json").is_file():
-            n += 1
-        return n
+        earlier = Path(self.continue_from).parent
+        made = [
+            i
+            for i in range(MAX_FOCUS)
+            if (earlier / "data" / focus_name("focus", i) / "manifest.json").is_file()
+        ]
+        return max(made, default=-1) + 1  # a run that itself continued another has only its own, later ones
 
     def focus_stages(self) -> list[tuple[str, int | None]]:
         """`--focus_task` as [(task, epochs or None: sft_focus.yaml's)], in training order."""
@@ -263,7 +266,7 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         if args.refresh_task:
             del plan["instruct"]
     for i, (task, _) in enumerate(args.focus_stages(), start=args.first_focus()):
-        plan[focus_name("focus", i)] = (task, args.n_focus, args.seed + 60_000_000 + i * 2_000_000, False)
+        plan[focus_name("focus", i)] = (task, args.n_focus, focus_seed(args.seed, i), False)
     if args.refresh_task:
         plan["refresh"] = (args.refresh_task, args.n_refresh, args.seed + 70_000_000, False)
     out, built = {}, False
@@ -289,6 +292,17 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         source = out["refresh"] if "refresh" in out else out["instruct"]
         out["anchor"] = write_anchor(source, work / "data" / "anchor")
     return out if built else Reused(out)
+
+
+MAX_FOCUS = 20
+
+
+def focus_seed(seed: int, i: int) -> int:
+    """The i-th focus stage's first scene seed: five stages 2,000,000 apart from seed + 60M, then on from seed + 80M
+    (seed + 70M is stage 2c's data)."""
+    if not 0 <= i < MAX_FOCUS:
+        raise ValueError(f"focus stage {i + 1}: the recipe makes at most {MAX_FOCUS} focus stages")
+    return seed + (60_000_000 + i * 2_000_000 if i < 5 else 80_000_000 + (i - 5) * 2_000_000)
 
 
 def focus_name(base: str, i: int) -> str:

@@ -303,6 +303,23 @@ def _instruct_varied_pos(scene: Scene, ctx: TaskContext) -> list[Record]:
     return _instruct_varied_all(scene, ctx)
 
 
+def _position_detail(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`position_all`, opened by a detailed description (in `instruct_varied`'s phrasings) for half the images: a
+    `position_all` focus stage, every answer one word, taught the model to answer a description request with a bare
+    "Yes" or "No" (one in five through the API after stages 2c and 3b; docs/recipe.md, session 20), as `keyed` did
+    before `keyed_detail`."""
+    detail = [ask_detail(scene, ctx, "detail_varied")] if ctx.rng.random() < 0.5 else []
+    return [replace(c, turns=(*detail, *c.turns), task="position_detail") for c in _position_all(scene, ctx)]
+
+
+def _instruct_varied_posdetail(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`instruct_varied_pos` with `position_detail` for `position_all`: stage 2c's data after a `position_all` or
+    `position_detail` focus stage."""
+    if ctx.rng.random() < 1 / 6:
+        return _position_detail(scene, ctx)
+    return _instruct_varied_all(scene, ctx)
+
+
 def _keyed_detail(scene: Scene, ctx: TaskContext) -> list[Record]:
     """`keyed`, opened by a detailed description for half the images: `keyed` alone cost the descriptions their
     object recall (0.88 -> 0.63 after stage 2c; docs/recipe.md, session 14)."""
@@ -405,6 +422,13 @@ TASKS: dict[str, TaskSpec] = {
             "position_all focus stage).",
         ),
         TaskSpec(
+            "instruct_varied_posdetail",
+            "conversation",
+            _instruct_varied_posdetail,
+            "instruct_varied_pos, with position_detail for position_all (stage 2c's data after a position focus "
+            "stage that keeps descriptions).",
+        ),
+        TaskSpec(
             "sft_mix",
             "conversation",
             _mixed("sft_mix", 1, 4, _SFT_MIX, rehearse=0.15, text_free_ocr=0.15, yes_no_by_question=True),
@@ -440,6 +464,13 @@ TASKS: dict[str, TaskSpec] = {
             "conversation",
             _keyed_detail,
             "keyed, opened by a detailed description for half the images (a focus task that keeps descriptions).",
+        ),
+        TaskSpec(
+            "position_detail",
+            "conversation",
+            _position_detail,
+            "position_all, opened by a detailed description for half the images (a focus task that keeps "
+            "descriptions).",
         ),
         TaskSpec(
             "count_all",

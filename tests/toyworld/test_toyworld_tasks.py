@@ -348,6 +348,31 @@ def test_keyed_detail_opens_half_the_keyed_conversations_with_the_scene_descript
     assert all(c.turns[-1].task == "count" and c.turns[-2].task == "existence" for c in convs)
 
 
+def test_position_detail_opens_half_the_position_conversations_with_the_scene_description():
+    from evals.config import CHAIR_PROMPT
+
+    convs = build_records("position_detail", scenes(), 0)
+    plain = {c.scene_seed: c for c in build_records("position_all", scenes(), 0)}
+    seeds = by_seed()
+    assert {c.scene_seed for c in convs} == set(plain) and {c.task for c in convs} == {"position_detail"}
+    opened = [c for c in convs if c.turns[0].task == "detail"]
+    assert 0.35 < len(opened) / len(convs) < 0.65
+    for conv in opened:
+        assert conv.turns[0].answer == describe(seeds[conv.scene_seed])
+        assert conv.turns[0].question in TEMPLATES["detail_varied"] and conv.turns[0].question != CHAIR_PROMPT
+    assert all(qa.task == "position" for c in convs for qa in c.turns[c.turns[0].task == "detail" :])
+    # the position turns are position_all's kinds, as many per image
+    n_turns = sum(len(c.turns) - (c.turns[0].task == "detail") for c in convs)
+    assert abs(n_turns / sum(len(c.turns) for c in plain.values()) - 1) < 0.1
+
+
+def test_instruct_varied_posdetail_gives_one_scene_in_six_a_position_detail_conversation():
+    convs = build_records("instruct_varied_posdetail", scenes(), 0)
+    position = [c for c in convs if c.task == "position_detail"]
+    assert 0.1 < len(position) / len(scenes()) < 0.25
+    assert {c.task for c in convs} - {"position_detail"} <= {"instruct_varied", "count_all", "exists_all"}
+
+
 def test_count_all_asks_every_shape_and_colour_count_and_one_absent_of_each():
     convs = build_records("count_all", scenes(), 0)
     seeds = by_seed()

@@ -200,3 +200,26 @@ def test_recipe_refuses_a_malformed_override():
     ]
     with pytest.raises(ValueError, match="runs only with --focus_task"):
         recipe.RecipeArgs(refresh_task="instruct_train")
+
+
+def test_focus_stages_number_on_from_the_run_continued_and_never_share_stage_2cs_scenes(tmp_path):
+    # a run that itself continued another has only its own, later focus data (runs/WB: data/focus5 alone)
+    for name in ("focus5", "focus6"):
+        (tmp_path / "earlier" / "data" / name).mkdir(parents=True)
+        (tmp_path / "earlier" / "data" / name / "manifest.json").write_text("{}")
+    (tmp_path / "earlier" / "final").mkdir()
+    (tmp_path / "earlier" / "final" / "config.json").write_text("{}")
+    args = recipe.RecipeArgs(continue_from=str(tmp_path / "earlier" / "final"), focus_task="position_detail")
+    assert args.first_focus() == 6
+    assert recipe.RecipeArgs(focus_task="color_all").first_focus() == 0
+    n = recipe.RecipeArgs().n_focus
+    refresh = range(70_000_000, 70_000_000 + recipe.RecipeArgs().n_refresh)
+    starts = [recipe.focus_seed(0, i) for i in range(recipe.MAX_FOCUS)]
+    assert starts[:5] == [
+        60_000_000 + 2_000_000 * i for i in range(5)
+    ]  # the shipped model's data is unchanged
+    for i, start in enumerate(starts):
+        assert start >= 60_000_000 and not set(range(start, start + n)) & set(refresh)
+        assert all(start + n <= later for later in starts[i + 1 :])
+    with pytest.raises(ValueError, match="at most"):
+        recipe.focus_seed(0, recipe.MAX_FOCUS)
