@@ -278,20 +278,29 @@ _instruct_varied = _mixed(
 )
 
 
-def _instruct_varied_all(scene: Scene, ctx: TaskContext) -> list[Record]:
-    """`instruct_varied` for two scenes in three, else a `count_all` or an `exists_all` conversation (one in six
-    each; `exists_all` opened by a detailed description half the time): stage 2c's data after a `count_all` focus
-    stage. `instruct_varied` alone undid most of what `count_all` taught (answers of 2: 0.64 -> 0.25), `count_all`
-    mixed in alone raised POPE's yes-ratio (0.59 -> 0.68), and `exists_all` mixed in without descriptions cut their
-    object recall (0.86 -> 0.67; docs/recipe.md, sessions 17-18), as `keyed` did before `keyed_detail`."""
-    rng = ctx.rng
-    pick = rng.random()
-    if pick < 1 / 6:
-        return _count_all(scene, ctx)
-    made = _exists_all(scene, ctx) if pick < 1 / 3 else []
-    if made and rng.random() < 0.5:
-        made = [replace(made[0], turns=(ask_detail(scene, ctx, "detail_varied"), *made[0].turns))]
-    return made or _instruct_varied(scene, ctx)
+def _varied_all(varied: Callable, detail: str) -> Callable:
+    """`instruct_varied_all` over `varied` (an `instruct_varied`), descriptions asked in `detail`'s phrasings."""
+
+    def make(scene: Scene, ctx: TaskContext) -> list[Record]:
+        rng = ctx.rng
+        pick = rng.random()
+        if pick < 1 / 6:
+            return _count_all(scene, ctx)
+        made = _exists_all(scene, ctx) if pick < 1 / 3 else []
+        if made and rng.random() < 0.5:
+            made = [replace(made[0], turns=(ask_detail(scene, ctx, detail), *made[0].turns))]
+        return made or varied(scene, ctx)
+
+    return make
+
+
+_instruct_varied_all = _varied_all(_instruct_varied, "detail_varied")
+_instruct_varied_all.__doc__ = """`instruct_varied` for two scenes in three, else a `count_all` or an `exists_all`
+    conversation (one in six each; `exists_all` opened by a detailed description half the time): stage 2c's data
+    after a `count_all` focus stage. `instruct_varied` alone undid most of what `count_all` taught (answers of 2:
+    0.64 -> 0.25), `count_all` mixed in alone raised POPE's yes-ratio (0.59 -> 0.68), and `exists_all` mixed in
+    without descriptions cut their object recall (0.86 -> 0.67; docs/recipe.md, sessions 17-18), as `keyed` did
+    before `keyed_detail`."""
 
 
 def _instruct_varied_pos(scene: Scene, ctx: TaskContext) -> list[Record]:
@@ -303,21 +312,35 @@ def _instruct_varied_pos(scene: Scene, ctx: TaskContext) -> list[Record]:
     return _instruct_varied_all(scene, ctx)
 
 
-def _position_detail(scene: Scene, ctx: TaskContext) -> list[Record]:
-    """`position_all`, opened by a detailed description (in `instruct_varied`'s phrasings) for half the images: a
-    `position_all` focus stage, every answer one word, taught the model to answer a description request with a bare
-    "Yes" or "No" (one in five through the API after stages 2c and 3b; docs/recipe.md, session 20), as `keyed` did
-    before `keyed_detail`."""
-    detail = [ask_detail(scene, ctx, "detail_varied")] if ctx.rng.random() < 0.5 else []
-    return [replace(c, turns=(*detail, *c.turns), task="position_detail") for c in _position_all(scene, ctx)]
+def _position_detailed(detail: str, task: str) -> Callable:
+    """`position_all`, opened by a detailed description (in `detail`'s phrasings) for half the images: a
+    `position_all` focus stage, every answer one word, taught the model to answer a description request with a
+    bare "Yes" or "No" (one in five through the API after stages 2c and 3b; docs/recipe.md, session 20), as `keyed`
+    did before `keyed_detail`."""
+
+    def make(scene: Scene, ctx: TaskContext) -> list[Record]:
+        opened = [ask_detail(scene, ctx, detail)] if ctx.rng.random() < 0.5 else []
+        return [replace(c, turns=(*opened, *c.turns), task=task) for c in _position_all(scene, ctx)]
+
+    return make
 
 
-def _instruct_varied_posdetail(scene: Scene, ctx: TaskContext) -> list[Record]:
-    """`instruct_varied_pos` with `position_detail` for `position_all`: stage 2c's data after a `position_all` or
-    `position_detail` focus stage."""
-    if ctx.rng.random() < 1 / 6:
-        return _position_detail(scene, ctx)
-    return _instruct_varied_all(scene, ctx)
+def _with_position(position: Callable, rest: Callable) -> Callable:
+    """`position` for one scene in six, else `rest`: stage 2c's data after a position focus stage."""
+
+    def make(scene: Scene, ctx: TaskContext) -> list[Record]:
+        return position(scene, ctx) if ctx.rng.random() < 1 / 6 else rest(scene, ctx)
+
+    return make
+
+
+_position_detail = _position_detailed("detail_varied", "position_detail")
+_instruct_varied_posdetail = _with_position(_position_detail, _instruct_varied_all)
+# the same with descriptions asked in `detail_many`'s 1,000-odd phrasings, everywhere in the mix
+_instruct_many = _mixed("instruct_many", 1, 4, _TRAIN_MIX, text_free_ocr=1, detail_templates="detail_many")
+_instruct_many_pos = _with_position(
+    _position_detailed("detail_many", "position_detail"), _varied_all(_instruct_many, "detail_many")
+)
 
 
 def _keyed_detail(scene: Scene, ctx: TaskContext) -> list[Record]:
@@ -427,6 +450,13 @@ TASKS: dict[str, TaskSpec] = {
             _instruct_varied_posdetail,
             "instruct_varied_pos, with position_detail for position_all (stage 2c's data after a position focus "
             "stage that keeps descriptions).",
+        ),
+        TaskSpec(
+            "instruct_many_pos",
+            "conversation",
+            _instruct_many_pos,
+            "instruct_varied_posdetail, with descriptions asked in 1,000-odd phrasings (detail_many; the CHAIR "
+            "prompt and its near neighbours held out).",
         ),
         TaskSpec(
             "sft_mix",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from itertools import product
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     # stage 1 captions
@@ -158,6 +159,49 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "What is in this image? Please be thorough.",
     ),
 }
+
+
+# The description request put together from four parts (opening, verb, object, ending): 1,000-odd phrasings. After a
+# position focus stage (a third of its answers "Yes"/"No") `detail_varied`'s 12 were not enough: the model answered
+# the held-out CHAIR prompt with a bare "Yes" or "No" 7 times in 10 (docs/recipe.md, session 21). The CHAIR prompt
+# and every phrasing that differs from it in one part are held out (HELD_OUT_DETAIL), so it is asked, as before, in
+# words the model never trained on.
+DETAIL_PARTS: tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]] = (
+    (
+        ("", "."),
+        ("Please ", "."),
+        ("Can you ", "?"),
+        ("Could you ", "?"),
+        ("Would you ", "?"),
+        ("Now ", "."),
+        ("I'd like you to ", "."),
+    ),
+    (
+        "describe",
+        "give a detailed description of",
+        "tell me about",
+        "write a description of",
+        "explain what is in",
+        "go over what you see in",
+    ),
+    ("the image", "this image", "the picture", "this picture", "the scene", "this scene"),
+    ("", " in detail", " thoroughly", " for me", " carefully"),
+)
+HELD_OUT_DETAIL = ("Please ", "describe", "this image", " in detail")  # evals.config.CHAIR_PROMPT
+
+
+def _detail_many() -> tuple[str, ...]:
+    openings, verbs, objects, endings = DETAIL_PARTS
+    made = []
+    for (opening, stop), verb, obj, ending in product(openings, verbs, objects, endings):
+        near = sum(a != b for a, b in zip((opening, verb, obj, ending), HELD_OUT_DETAIL, strict=True)) < 2
+        if not near:
+            text = f"{opening}{verb} {obj}{ending}{stop}"
+            made.append(text[:1].upper() + text[1:])
+    return tuple(dict.fromkeys([*made, *TEMPLATES["detail_varied"]]))  # and the 12 of detail_varied
+
+
+TEMPLATES["detail_many"] = _detail_many()
 
 
 def phrase(rng: random.Random, key: str, **kw: object) -> str:

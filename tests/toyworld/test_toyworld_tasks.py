@@ -373,6 +373,42 @@ def test_instruct_varied_posdetail_gives_one_scene_in_six_a_position_detail_conv
     assert {c.task for c in convs} - {"position_detail"} <= {"instruct_varied", "count_all", "exists_all"}
 
 
+def test_detail_many_holds_out_the_chair_prompt_and_every_phrasing_one_part_from_it():
+    from assistant.toyworld.templates import DETAIL_PARTS, HELD_OUT_DETAIL
+    from evals.config import CHAIR_PROMPT
+
+    many = TEMPLATES["detail_many"]
+    assert len(many) > 1000 and len(set(many)) == len(many) and set(TEMPLATES["detail_varied"]) <= set(many)
+    opening, verb, obj, ending = HELD_OUT_DETAIL
+    assert f"{opening}{verb} {obj}{ending}." == CHAIR_PROMPT
+    near = {CHAIR_PROMPT}
+    for slot, parts in enumerate(DETAIL_PARTS):
+        for part in parts:
+            held = list(HELD_OUT_DETAIL)
+            held[slot] = part[0] if slot == 0 else part
+            stop = dict(DETAIL_PARTS[0])[held[0]]
+            text = f"{held[0]}{held[1]} {held[2]}{held[3]}{stop}"
+            near.add(text[:1].upper() + text[1:])
+    assert (
+        "Can you describe this image in detail?" in near and "Please describe this picture in detail." in near
+    )
+    assert not near & set(many)
+
+
+def test_instruct_many_pos_asks_for_descriptions_in_detail_many():
+    from evals.config import CHAIR_PROMPT
+
+    asked = [qa.question for _, qa in _turns("instruct_many_pos", "standard") if qa.task == "detail"]
+    assert (
+        len(set(asked)) > 3 * len(TEMPLATES["detail_varied"])
+        and set(asked) <= set(TEMPLATES["detail_many"])
+        and CHAIR_PROMPT not in asked
+    )
+    convs = build_records("instruct_many_pos", scenes(), 0)
+    assert 0.1 < sum(c.task == "position_detail" for c in convs) / len(convs) < 0.25
+    assert {c.task for c in convs} <= {"position_detail", "instruct_many", "count_all", "exists_all"}
+
+
 def test_count_all_asks_every_shape_and_colour_count_and_one_absent_of_each():
     convs = build_records("count_all", scenes(), 0)
     seeds = by_seed()
