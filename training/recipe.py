@@ -117,7 +117,12 @@ class RecipeArgs:
         },
     )
     ship: str = field(
-        default="dpo", metadata={"help": "Which final model is installed and carries the card: dpo or grpo."}
+        default="dpo",
+        metadata={
+            "help": "Which final model is installed and carries the card: dpo, grpo, or sft (the last supervised "
+            "stage, 2c after a focus phase, saved in float16 as final_sft; session 21: after 2c on "
+            "instruct_many_pos neither DPO nor GRPO beat it through the API)."
+        },
     )
     install: bool | None = field(
         default=None,
@@ -153,8 +158,8 @@ class RecipeArgs:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.probe_n and self.probe_n < 4:
             raise ValueError(f"probe_n must be 0 (no probe) or >= 4, got {self.probe_n}")
-        if self.ship not in ("dpo", "grpo") or (self.ship == "grpo" and not self.grpo):
-            raise ValueError(f"ship must be dpo, or grpo together with --grpo; got {self.ship!r}")
+        if self.ship not in ("sft", "dpo", "grpo") or (self.ship == "grpo" and not self.grpo):
+            raise ValueError(f"ship must be sft, dpo, or grpo together with --grpo; got {self.ship!r}")
         if not 0.0 <= self.ocr_hint_share <= 1.0:
             raise ValueError(f"ocr_hint_share must be between 0 and 1, got {self.ocr_hint_share}")
         from assistant.toyworld import TASKS
@@ -244,6 +249,17 @@ class Reused(dict):
 
 def _done(path: Path) -> bool:
     return (path / "config.json").is_file() or (path / "adapter_config.json").is_file()
+
+
+def export(stage: Path, out: Path) -> Path:
+    """A full (not LoRA) stage saved in float16 with its processor, as merge.py saves the merged models."""
+    from transformers import AutoModelForImageTextToText
+
+    from assistant.modeling import save_model
+    from assistant.processing import load_processor
+
+    model = AutoModelForImageTextToText.from_pretrained(stage, dtype=torch.float16)
+    return save_model(model, load_processor(stage), out)
 
 
 def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
@@ -598,6 +614,21 @@ def run(args: RecipeArgs) -> Path:
             timed("stage3b", grpo.main, *stage_config("grpo", work, parsers, **settings))
         final_grpo = merged_and_evaluated("stage3b", "final_grpo", "_grpo")
         shipped = final_grpo if args.ship == "grpo" else final
+
+    if args.ship == "sft":
+        shipped = work / "final_sft"
+        if not _done(shipped):  # float16, as the merged models are
+            timed("export_sft", export, tuned, shipped)
+        metrics["final_sft"] = timed(
+            "eval_final_sft",
+            evaluate,
+            shipped,
+            data,
+            work / "evals" / "final_sft",
+            args.eval_limit,
+            True,
+            args.probe_n,
+        )
 
     from training.model_card import write_model_card
 

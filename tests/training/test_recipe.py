@@ -100,9 +100,20 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
     continued = recipe.main(
         [
             *("--workdir", str(later), "--smoke", "--no-install", "--continue_from", str(final)),
-            *("--focus_task", "position_all", "--refresh_task", "instruct_varied_pos"),
+            *("--focus_task", "position_all", "--refresh_task", "instruct_varied_pos", "--ship", "sft"),
         ]
     )
+    # --ship sft: the last supervised stage (2c), in float16, scored in full, carries the card
+    assert continued == later / "final_sft"
+    refreshed, exported = (
+        load_file(later / "stage2c" / "model.safetensors"),
+        load_file(continued / "model.safetensors"),
+    )
+    assert refreshed.keys() == exported.keys() and all(v.dtype == torch.float16 for v in exported.values())
+    assert all(torch.equal(refreshed[k].half(), exported[k]) for k in refreshed)
+    assert (later / "evals" / "final_sft" / "chair").is_dir() and "| final_sft |" in (
+        continued / "README.md"
+    ).read_text()
     assert not any((later / name).exists() for name in ("stage0", "stage1", "stage2", "data/caption"))
     focus3 = json.loads((later / "data" / "focus3" / "manifest.json").read_text())
     assert (
