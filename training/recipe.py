@@ -186,8 +186,8 @@ class RecipeArgs:
         self.stage_overrides()  # a malformed --set fails before any work
 
     def first_focus(self) -> int:
-        """The index of this run's first focus stage: 0, or with --continue_from the number of focus stages the
-        earlier run had (its data/focus, data/focus2, ...)."""
+        """The index of this run's first focus stage: 0, or with --continue_from one past the earlier run's last
+        focus data (its data/focus, data/focus2, ...; a run that itself continued has only its later ones)."""
         if not self.continue_from:
             return 0
         earlier = Path(self.continue_from).parent
@@ -196,7 +196,7 @@ class RecipeArgs:
             for i in range(MAX_FOCUS)
             if (earlier / "data" / focus_name("focus", i) / "manifest.json").is_file()
         ]
-        return max(made, default=-1) + 1  # a run that itself continued another has only its own, later ones
+        return max(made, default=-1) + 1
 
     def focus_stages(self) -> list[tuple[str, int | None]]:
         """`--focus_task` as [(task, epochs or None: sft_focus.yaml's)], in training order."""
