@@ -303,24 +303,15 @@ _instruct_varied_all.__doc__ = """`instruct_varied` for two scenes in three, els
     before `keyed_detail`."""
 
 
-def _instruct_varied_pos(scene: Scene, ctx: TaskContext) -> list[Record]:
-    """`instruct_varied_all`, except that one scene in six gets a `position_all` conversation instead (taken from
-    `instruct_varied`'s share): stage 2c's data after a `position_all` focus stage. Stage 2c and GRPO gave back
-    part of what `region_all` taught (region questions 0.61 -> 0.46 -> 0.44; docs/recipe.md, session 19)."""
-    if ctx.rng.random() < 1 / 6:
-        return _position_all(scene, ctx)
-    return _instruct_varied_all(scene, ctx)
-
-
-def _position_detailed(detail: str, task: str) -> Callable:
-    """`position_all`, opened by a detailed description (in `detail`'s phrasings) for half the images: a
-    `position_all` focus stage, every answer one word, taught the model to answer a description request with a
-    bare "Yes" or "No" (one in five through the API after stages 2c and 3b; docs/recipe.md, session 20), as `keyed`
-    did before `keyed_detail`."""
+def _detail_opened(inner: Callable, detail: str, task: str) -> Callable:
+    """`inner`'s conversations opened by a detailed description (in `detail`'s phrasings) for half the images, as
+    `task`: a focus task whose every answer is one word costs the descriptions (`keyed`: object recall 0.88 -> 0.63
+    after stage 2c, session 14; `position_all`: a bare "Yes" or "No" to one description request in five through the
+    API, session 20; docs/recipe.md)."""
 
     def make(scene: Scene, ctx: TaskContext) -> list[Record]:
         opened = [ask_detail(scene, ctx, detail)] if ctx.rng.random() < 0.5 else []
-        return [replace(c, turns=(*opened, *c.turns), task=task) for c in _position_all(scene, ctx)]
+        return [replace(c, turns=(*opened, *c.turns), task=task) for c in inner(scene, ctx)]
 
     return make
 
@@ -334,20 +325,21 @@ def _with_position(position: Callable, rest: Callable) -> Callable:
     return make
 
 
-_position_detail = _position_detailed("detail_varied", "position_detail")
+# `instruct_varied_all`, except that one scene in six gets a `position_all` conversation instead (taken from
+# `instruct_varied`'s share): stage 2c's data after a `position_all` focus stage. Stage 2c and GRPO gave back part of
+# what `region_all` taught (region questions 0.61 -> 0.46 -> 0.44; docs/recipe.md, session 19).
+_instruct_varied_pos = _with_position(_position_all, _instruct_varied_all)
+_position_detail = _detail_opened(_position_all, "detail_varied", "position_detail")
 _instruct_varied_posdetail = _with_position(_position_detail, _instruct_varied_all)
 # the same with descriptions asked in `detail_many`'s 1,000-odd phrasings, everywhere in the mix
 _instruct_many = _mixed("instruct_many", 1, 4, _TRAIN_MIX, text_free_ocr=1, detail_templates="detail_many")
 _instruct_many_pos = _with_position(
-    _position_detailed("detail_many", "position_detail"), _varied_all(_instruct_many, "detail_many")
+    _detail_opened(_position_all, "detail_many", "position_detail"),
+    _varied_all(_instruct_many, "detail_many"),
 )
 
 
-def _keyed_detail(scene: Scene, ctx: TaskContext) -> list[Record]:
-    """`keyed`, opened by a detailed description for half the images: `keyed` alone cost the descriptions their
-    object recall (0.88 -> 0.63 after stage 2c; docs/recipe.md, session 14)."""
-    detail = [ask_detail(scene, ctx)] if ctx.rng.random() < 0.5 else []
-    return [replace(c, turns=(*detail, *c.turns), task="keyed_detail") for c in _keyed(scene, ctx)]
+_keyed_detail = _detail_opened(_keyed, "detail", "keyed_detail")
 
 
 def _rl_detail_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
