@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -585,16 +586,25 @@ def run(args: RecipeArgs) -> Path:
                 args.probe_n,
             )
 
-    def merged_and_evaluated(adapter: str, name: str, suffix: str = "") -> Path:
-        """The adapter stage merged into work/NAME (once) and scored in full (blind, CHAIR, text) as NAME."""
+    def made_and_evaluated(name: str, step: str, make: Callable[[Path], object]) -> Path:
+        """work/NAME made once by `make(out)` (timed as `step`) and scored in full (blind, CHAIR, text) as NAME."""
         out = work / name
         if not _done(out):
-            merge_args = merge.MergeArgs(adapter=str(work / adapter), out=str(out), dtype="float16")
-            timed(f"merge{suffix}", merge.main, merge_args)
+            timed(step, make, out)
         metrics[name] = timed(
             f"eval_{name}", evaluate, out, data, work / "evals" / name, args.eval_limit, True, args.probe_n
         )
         return out
+
+    def merged_and_evaluated(adapter: str, name: str, suffix: str = "") -> Path:
+        """The adapter stage merged into work/NAME in float16 and scored in full."""
+        return made_and_evaluated(
+            name,
+            f"merge{suffix}",
+            lambda out: merge.main(
+                merge.MergeArgs(adapter=str(work / adapter), out=str(out), dtype="float16")
+            ),
+        )
 
     final = shipped = merged_and_evaluated("stage3", "final")
     if args.grpo:
@@ -615,20 +625,8 @@ def run(args: RecipeArgs) -> Path:
         final_grpo = merged_and_evaluated("stage3b", "final_grpo", "_grpo")
         shipped = final_grpo if args.ship == "grpo" else final
 
-    if args.ship == "sft":
-        shipped = work / "final_sft"
-        if not _done(shipped):  # float16, as the merged models are
-            timed("export_sft", export, tuned, shipped)
-        metrics["final_sft"] = timed(
-            "eval_final_sft",
-            evaluate,
-            shipped,
-            data,
-            work / "evals" / "final_sft",
-            args.eval_limit,
-            True,
-            args.probe_n,
-        )
+    if args.ship == "sft":  # float16, as the merged models are
+        shipped = made_and_evaluated("final_sft", "export_sft", lambda out: export(tuned, out))
 
     from training.model_card import write_model_card
 
