@@ -45,16 +45,16 @@ lint: install
 # (runs/toy_position) continues its GRPO model: 2b5, every region and relation question of a scene (position_all, 2
 # epochs), 2b6, the same opened by a description for half the images (position_detail, 1 epoch), 2c on
 # instruct_many_pos (descriptions asked in 1,239 phrasings, a position_detail conversation for one scene in six),
-# then DPO and GRPO again, which no longer beat 2c through the API: its stage 2c is shipped, in float16 (sessions
-# 20-21).
+# and its stage 2c is shipped, in float16, with no DPO or GRPO after it: they no longer beat 2c through the API
+# (sessions 20-22).
 # make toy-model CONNECTOR=qformer: the Q-Former variant in runs/toy_qformer (not installed; docs/connectors.md)
 CONNECTOR ?= mlp2x_gelu
-TOY_TAIL = --n_refresh 9600 --set sft_refresh.max_steps=600 --rl_task rl_detail_varied --grpo
+TOY_TAIL = --n_refresh 9600 --set sft_refresh.max_steps=600
 toy-model: install
 ifeq ($(CONNECTOR),qformer)
 	$(BIN)/python -m training.recipe --connector qformer --workdir runs/toy_qformer
 else
-	$(BIN)/python -m training.recipe --no-install --focus_task color_all:3,keyed:1,count_all:1,region_all:2 --refresh_task instruct_varied_all $(TOY_TAIL) --ship grpo
+	$(BIN)/python -m training.recipe --no-install --focus_task color_all:3,keyed:1,count_all:1,region_all:2 --refresh_task instruct_varied_all $(TOY_TAIL) --rl_task rl_detail_varied --grpo --ship grpo
 	$(BIN)/python -m training.recipe --workdir runs/toy_position --continue_from runs/toy/final_grpo --focus_task position_all:2,position_detail:1 --refresh_task instruct_many_pos $(TOY_TAIL) --ship sft
 endif
 

@@ -121,8 +121,8 @@ class RecipeArgs:
         default="dpo",
         metadata={
             "help": "Which final model is installed and carries the card: dpo, grpo, or sft (the last supervised "
-            "stage, 2c after a focus phase, saved in float16 as final_sft; session 21: after 2c on "
-            "instruct_many_pos neither DPO nor GRPO beat it through the API)."
+            "stage, 2c after a focus phase, saved in float16 as final_sft, with no DPO or GRPO run; session 21: "
+            "after 2c on instruct_many_pos neither DPO nor GRPO beat it through the API)."
         },
     )
     install: bool | None = field(
@@ -161,6 +161,10 @@ class RecipeArgs:
             raise ValueError(f"probe_n must be 0 (no probe) or >= 4, got {self.probe_n}")
         if self.ship not in ("sft", "dpo", "grpo") or (self.ship == "grpo" and not self.grpo):
             raise ValueError(f"ship must be sft, dpo, or grpo together with --grpo; got {self.ship!r}")
+        if self.ship == "sft" and self.grpo:
+            raise ValueError(
+                "--ship sft skips DPO and GRPO (stages 3 and 3b); drop --grpo, or ship dpo or grpo"
+            )
         if not 0.0 <= self.ocr_hint_share <= 1.0:
             raise ValueError(f"ocr_hint_share must be between 0 and 1, got {self.ocr_hint_share}")
         from assistant.toyworld import TASKS
@@ -275,6 +279,8 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         "eval_chair": ("chair", args.n_eval, args.seed + 200_000, True),
         "eval_ocr": ("ocr", args.n_eval, args.seed + 300_000, True),
     }
+    if args.ship == "sft":  # no DPO
+        del plan["preference"]
     if args.grpo:
         plan["rl"] = (args.rl_task, args.n_rl, args.seed + 40_000_000, False)
     # a continued run has no stages 1 and 2 (stage 2's data is then GRPO's anchor only without a refresh)
@@ -554,15 +560,16 @@ def run(args: RecipeArgs) -> Path:
         stages.append(("stage2c", "sft_refresh", sft.main, sft_parsers, {**small, **refresh}))
         tuned = work / "stage2c"
     from_tuned = {} if tuned.name == "stage2" else {"model_name_or_path": str(tuned)}
-    stages.append(
-        (
-            "stage3",
-            config_of("dpo"),
-            dpo.main,
-            (dpo.DPOScriptArgs, DPOConfig, ModelConfig),
-            {**small, **from_tuned},
+    if args.ship != "sft":
+        stages.append(
+            (
+                "stage3",
+                config_of("dpo"),
+                dpo.main,
+                (dpo.DPOScriptArgs, DPOConfig, ModelConfig),
+                {**small, **from_tuned},
+            )
         )
-    )
     for out_name, config_name, main, parsers, overrides in stages:
         out = work / out_name
         if not _done(out):
@@ -606,7 +613,10 @@ def run(args: RecipeArgs) -> Path:
             ),
         )
 
-    final = shipped = merged_and_evaluated("stage3", "final")
+    if args.ship == "sft":  # float16, as the merged models are
+        shipped = made_and_evaluated("final_sft", "export_sft", lambda out: export(tuned, out))
+    else:
+        final = shipped = merged_and_evaluated("stage3", "final")
     if args.grpo:
         from trl import GRPOConfig
 
@@ -624,9 +634,6 @@ def run(args: RecipeArgs) -> Path:
             timed("stage3b", grpo.main, *stage_config("grpo", work, parsers, **settings))
         final_grpo = merged_and_evaluated("stage3b", "final_grpo", "_grpo")
         shipped = final_grpo if args.ship == "grpo" else final
-
-    if args.ship == "sft":  # float16, as the merged models are
-        shipped = made_and_evaluated("final_sft", "export_sft", lambda out: export(tuned, out))
 
     from training.model_card import write_model_card
 

@@ -316,11 +316,11 @@ def _detail_opened(inner: Callable, detail: str, task: str) -> Callable:
     return make
 
 
-def _with_position(position: Callable, rest: Callable) -> Callable:
-    """`position` for one scene in six, else `rest`: stage 2c's data after a position focus stage."""
+def _one_in_six(first: Callable, rest: Callable) -> Callable:
+    """`first` for one scene in six, else `rest`: stage 2c's data after a focus stage on `first`."""
 
     def make(scene: Scene, ctx: TaskContext) -> list[Record]:
-        return position(scene, ctx) if ctx.rng.random() < 1 / 6 else rest(scene, ctx)
+        return first(scene, ctx) if ctx.rng.random() < 1 / 6 else rest(scene, ctx)
 
     return make
 
@@ -328,14 +328,31 @@ def _with_position(position: Callable, rest: Callable) -> Callable:
 # `instruct_varied_all`, except that one scene in six gets a `position_all` conversation instead (taken from
 # `instruct_varied`'s share): stage 2c's data after a `position_all` focus stage. Stage 2c and GRPO gave back part of
 # what `region_all` taught (region questions 0.61 -> 0.46 -> 0.44; docs/recipe.md, session 19).
-_instruct_varied_pos = _with_position(_position_all, _instruct_varied_all)
+_instruct_varied_pos = _one_in_six(_position_all, _instruct_varied_all)
 _position_detail = _detail_opened(_position_all, "detail_varied", "position_detail")
-_instruct_varied_posdetail = _with_position(_position_detail, _instruct_varied_all)
+_instruct_varied_posdetail = _one_in_six(_position_detail, _instruct_varied_all)
 # the same with descriptions asked in `detail_many`'s 1,000-odd phrasings, everywhere in the mix
 _instruct_many = _mixed("instruct_many", 1, 4, _TRAIN_MIX, text_free_ocr=1, detail_templates="detail_many")
-_instruct_many_pos = _with_position(
-    _detail_opened(_position_all, "detail_many", "position_detail"),
-    _varied_all(_instruct_many, "detail_many"),
+_position_detail_many = _detail_opened(_position_all, "detail_many", "position_detail")
+_instruct_many_all = _varied_all(_instruct_many, "detail_many")
+_instruct_many_pos = _one_in_six(_position_detail_many, _instruct_many_all)
+
+
+def _color_position(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`color_all`'s and `position_all`'s turns of a scene together, in random order. A focus stage on position
+    alone took skill VQA's colour 0.89 -> 0.15 (stage 2c brought it back to 0.87, below the 0.91 it had before;
+    docs/recipe.md, session 22)."""
+    turns = _keyed_colors(scene, ctx) + [t for c in _position_all(scene, ctx) for t in c.turns]
+    ctx.rng.shuffle(turns)
+    return [Conversation(scene.seed, tuple(turns), "color_position")] if turns else []
+
+
+_color_position_detail = _detail_opened(_color_position, "detail_many", "color_position_detail")
+# `instruct_many_pos` with a `color_all` conversation (opened by a description half the time) for one scene in six
+# of the rest: stage 2c had no question that finds an object by its shape to ask its colour
+_instruct_many_keyed = _one_in_six(
+    _position_detail_many,
+    _one_in_six(_detail_opened(_color_all, "detail_many", "color_detail"), _instruct_many_all),
 )
 
 
@@ -451,6 +468,13 @@ TASKS: dict[str, TaskSpec] = {
             "prompt and its near neighbours held out).",
         ),
         TaskSpec(
+            "instruct_many_keyed",
+            "conversation",
+            _instruct_many_keyed,
+            "instruct_many_pos, with a color_all conversation (half opened by a description) for one scene in six "
+            "of the rest (stage 2c's data after a focus phase that ends away from colour).",
+        ),
+        TaskSpec(
             "sft_mix",
             "conversation",
             _mixed("sft_mix", 1, 4, _SFT_MIX, rehearse=0.15, text_free_ocr=0.15, yes_no_by_question=True),
@@ -493,6 +517,13 @@ TASKS: dict[str, TaskSpec] = {
             _position_detail,
             "position_all, opened by a detailed description for half the images (a focus task that keeps "
             "descriptions).",
+        ),
+        TaskSpec(
+            "color_position_detail",
+            "conversation",
+            _color_position_detail,
+            "color_all's and position_all's turns of a scene in one conversation, opened by a detailed description "
+            "(1,000-odd phrasings) for half the images (a focus task).",
         ),
         TaskSpec(
             "count_all",

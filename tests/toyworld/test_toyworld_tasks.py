@@ -409,6 +409,51 @@ def test_instruct_many_pos_asks_for_descriptions_in_detail_many():
     assert {c.task for c in convs} <= {"position_detail", "instruct_many", "count_all", "exists_all"}
 
 
+def test_color_position_detail_asks_color_all_and_position_all_of_a_scene_in_one_conversation():
+    from evals.config import CHAIR_PROMPT
+
+    convs = build_records("color_position_detail", scenes(), 0)
+    colors = {c.scene_seed: c for c in build_records("color_all", scenes(), 0)}
+    positions = {c.scene_seed: c for c in build_records("position_all", scenes(), 0)}
+    seeds = by_seed()
+    assert {c.scene_seed for c in convs} == set(colors) | set(positions)
+    assert {c.task for c in convs} == {"color_position_detail"}
+    opened = [c for c in convs if c.turns[0].task == "detail"]
+    assert 0.35 < len(opened) / len(convs) < 0.65
+    for conv in opened:
+        assert conv.turns[0].answer == describe(seeds[conv.scene_seed])
+        assert conv.turns[0].question in TEMPLATES["detail_many"] and conv.turns[0].question != CHAIR_PROMPT
+    for conv in convs:
+        asked = conv.turns[conv.turns[0].task == "detail" :]
+        kinds = Counter(qa.task for qa in asked)
+        assert set(kinds) <= {"color", "position"}
+        # every object its shape names is asked its colour, as color_all asks: the same turns, shuffled in
+        color_all = colors.get(conv.scene_seed)
+        assert kinds["color"] == (len(color_all.turns) if color_all else 0)
+        for qa in asked:
+            if qa.task == "color":
+                scene = seeds[conv.scene_seed]
+                assert qa.answer in {
+                    o.color for o in scene.objects if re.search(rf"\b{o.shape}\b", qa.question)
+                }
+    # as many position turns as position_all's, within sampling noise (its relation pairs are drawn anew)
+    n_position = sum(qa.task == "position" for c in convs for qa in c.turns)
+    assert abs(n_position / sum(len(c.turns) for c in positions.values()) - 1) < 0.1
+
+
+def test_instruct_many_keyed_adds_a_color_conversation_to_instruct_many_pos():
+    convs = build_records("instruct_many_keyed", scenes("standard", 400), 0)
+    tasks = Counter(c.task for c in convs)
+    assert set(tasks) <= {"position_detail", "color_detail", "instruct_many", "count_all", "exists_all"}
+    assert (
+        0.1 < tasks["position_detail"] / len(convs) < 0.25
+        and 0.08 < tasks["color_detail"] / len(convs) < 0.22
+    )
+    color = [c for c in convs if c.task == "color_detail"]
+    assert all(qa.task == "color" for c in color for qa in c.turns[c.turns[0].task == "detail" :])
+    assert 0.3 < sum(c.turns[0].task == "detail" for c in color) / len(color) < 0.7
+
+
 def test_count_all_asks_every_shape_and_colour_count_and_one_absent_of_each():
     convs = build_records("count_all", scenes(), 0)
     seeds = by_seed()

@@ -115,6 +115,9 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
         continued / "README.md"
     ).read_text()
     assert not any((later / name).exists() for name in ("stage0", "stage1", "stage2", "data/caption"))
+    assert not any(
+        (later / name).exists() for name in ("stage3", "final", "data/preference", "evals/final")
+    )  # --ship sft runs no DPO
     focus3 = json.loads((later / "data" / "focus3" / "manifest.json").read_text())
     assert (
         focus3["task"] == "position_all" and focus3["seed"] == 64_000_000
@@ -133,6 +136,8 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
     assert "this run continued from" in model_card.stage0_line(None, {"continue_from": "elsewhere/final"})
     with pytest.raises(ValueError, match="add --focus_task"):
         recipe.RecipeArgs(continue_from=str(final))
+    with pytest.raises(ValueError, match="skips DPO and GRPO"):
+        recipe.RecipeArgs(ship="sft", grpo=True)
     with pytest.raises(ValueError, match="no model there"):
         recipe.RecipeArgs(continue_from=str(tmp_path), focus_task="color_all")
 
