@@ -48,6 +48,11 @@ def _box_from_points(points: Any, width: int, height: int) -> tuple[int, int, in
     return (x0, y0, max(x0 + 1, x1), max(y0 + 1, y1))
 
 
+def _readable(text: str) -> bool:
+    """A letter or digit in it: a recognised line of only symbols ("■", "-") is a shape, not text."""
+    return any(ch.isalnum() for ch in text)
+
+
 class RapidOCREngine:
     """PP-OCRv4 detection + recognition through rapidocr-onnxruntime (its wheel ships the models)."""
 
@@ -93,7 +98,8 @@ class RapidOCREngine:
         """Lines read (detector + recogniser, scores >= `min_score`) with the detector run at `side` px.
 
         Recognition is cheap next to detection and drops most of the shapes and clutter that the detector
-        alone takes for text (false positives on toy-world scenes without text: 36% -> 18%).
+        alone takes for text (false positives on toy-world scenes without text: 36% -> 18%), and a line counts
+        only with a letter or digit in it (a red square upscaled is read as "■").
         """
         rgb = image.convert("RGB")
         with self._lock:
@@ -105,7 +111,7 @@ class RapidOCREngine:
             finally:
                 detector.limit_side_len = default_side
         return sum(
-            1 for _, text, score in result or [] if str(text).strip() and float(score) >= self.min_score
+            1 for _, text, score in result or [] if _readable(str(text)) and float(score) >= self.min_score
         )
 
 
