@@ -267,6 +267,16 @@ def export(stage: Path, out: Path) -> Path:
     return save_model(model, load_processor(stage), out)
 
 
+def build_seconds(work: Path) -> float:
+    """The seconds a run's model took to build, the runs it continued included: its build_seconds.json, else (a run
+    made before session 22) the sum of its timings.json."""
+    total = work / "build_seconds.json"
+    if total.is_file():
+        return json.loads(total.read_text())["seconds"]
+    timings = work / "timings.json"
+    return round(sum(json.loads(timings.read_text()).values()), 1) if timings.is_file() else 0.0
+
+
 def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     from assistant.toyworld import make_dataset
 
@@ -639,10 +649,11 @@ def run(args: RecipeArgs) -> Path:
 
     environment = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
     card_timings = dict(timings)
-    if earlier:  # the time to build this model includes the run it continues
-        earlier_timings = earlier / "timings.json"
-        spent = json.loads(earlier_timings.read_text()) if earlier_timings.is_file() else {}
-        card_timings = {f"earlier run ({earlier})": round(sum(spent.values()), 1), **timings}
+    if earlier:  # the time to build this model includes the run it continues, and the runs that one continued
+        card_timings = {f"earlier runs (to {earlier})": build_seconds(earlier), **timings}
+    (work / "build_seconds.json").write_text(
+        json.dumps({"seconds": round(sum(card_timings.values()), 1)}) + "\n"
+    )
     write_model_card(
         shipped,
         args=asdict(args),

@@ -131,7 +131,10 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
     after = load_file(later / "stage2b3" / "model.safetensors")
     assert any(not torch.equal(before[k].float(), after[k].float()) for k in before)  # it trained
     card = (continued / "README.md").read_text()
-    assert f'"earlier run ({work})": ' in card and '"stage2b3": ' in card
+    first = json.loads((work / "build_seconds.json").read_text())["seconds"]
+    assert f'"earlier runs (to {work})": {first}' in card and '"stage2b3": ' in card
+    later_total = json.loads((later / "build_seconds.json").read_text())["seconds"]
+    assert later_total > first  # a third run's card counts both before it
     assert "Stage-0 encoder probe (frozen features" in card  # the earlier run's stage 0
     assert "this run continued from" in model_card.stage0_line(None, {"continue_from": "elsewhere/final"})
     with pytest.raises(ValueError, match="add --focus_task"):
