@@ -118,7 +118,7 @@ class OCRReader:
             small = small.copy()
             small.thumbnail((cfg.check_side, cfg.check_side), Image.Resampling.LANCZOS)
         # a small image is checked at twice its size: text a few pixels high escapes the detector at its own
-        # (128-px toy scenes with text: found 0.74 at 128 px, 0.92 at 256; text-free ones taken for text 0.02 ->
-        # 0.06; at 512, 0.98 and 0.42; docs/ocr.md)
+        # (128-px toy scenes with text: found 0.74 at 128 px, 0.92 at 256, with text-free ones taken for text
+        # 0.02 -> 0.01; at 384-512 px, 0.95-0.97 but 0.05; docs/ocr.md)
         side = min(cfg.check_side, 2 * min(small.size))
         return self.engine.detect(small, side=side) >= cfg.check_min_regions
