@@ -161,7 +161,7 @@ class RecipeArgs:
             raise ValueError(f"probe_n must be 0 (no probe) or >= 4, got {self.probe_n}")
         if self.ship not in ("sft", "dpo", "grpo") or (self.ship == "grpo" and not self.grpo):
             raise ValueError(f"ship must be sft, dpo, or grpo together with --grpo; got {self.ship!r}")
-        if self.ship == "sft" and self.grpo:
+        if self.grpo and not self.runs_dpo:
             raise ValueError(
                 "--ship sft skips DPO and GRPO (stages 3 and 3b); drop --grpo, or ship dpo or grpo"
             )
@@ -189,6 +189,11 @@ class RecipeArgs:
         if self.install is None:
             self.install = self.connector == "mlp2x_gelu"
         self.stage_overrides()  # a malformed --set fails before any work
+
+    @property
+    def runs_dpo(self) -> bool:
+        """Whether stage 3 (DPO) runs: not with --ship sft, which ships the last supervised stage."""
+        return self.ship != "sft"
 
     def first_focus(self) -> int:
         """The index of this run's first focus stage: 0, or with --continue_from one past the earlier run's last
@@ -289,7 +294,7 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         "eval_chair": ("chair", args.n_eval, args.seed + 200_000, True),
         "eval_ocr": ("ocr", args.n_eval, args.seed + 300_000, True),
     }
-    if args.ship == "sft":  # no DPO
+    if not args.runs_dpo:
         del plan["preference"]
     if args.grpo:
         plan["rl"] = (args.rl_task, args.n_rl, args.seed + 40_000_000, False)
@@ -570,7 +575,7 @@ def run(args: RecipeArgs) -> Path:
         stages.append(("stage2c", "sft_refresh", sft.main, sft_parsers, {**small, **refresh}))
         tuned = work / "stage2c"
     from_tuned = {} if tuned.name == "stage2" else {"model_name_or_path": str(tuned)}
-    if args.ship != "sft":
+    if args.runs_dpo:
         stages.append(
             (
                 "stage3",
@@ -623,7 +628,7 @@ def run(args: RecipeArgs) -> Path:
             ),
         )
 
-    if args.ship == "sft":  # float16, as the merged models are
+    if not args.runs_dpo:  # --ship sft: stage 2c in float16, as the merged models are
         shipped = made_and_evaluated("final_sft", "export_sft", lambda out: export(tuned, out))
     else:
         final = shipped = merged_and_evaluated("stage3", "final")
