@@ -3,7 +3,7 @@
     assistant eval probe --model assistant/default_model --out reports/probe          # toy-world one-object scenes
     assistant eval probe --model models/merged --data labels.jsonl --out reports/probe  # your labelled images
 
-For each attribute (toy world: shape and colour) and each image, the job runs the model once on the question
+For each attribute (toy world: shape, colour, region and size) and each image, the job runs the model once on the question
 about that attribute and reads four points of the path an image takes:
 - `encoder`: the vision features the connector reads (its input), mean- and max-pooled over the image's tokens;
 - `connector`: the connector's output (the image tokens the LM sees), pooled the same way;
@@ -42,6 +42,7 @@ TOY_QUESTIONS = {
     "shape": "What shape is the object?",
     "color": "What colour is the object?",
     "region": "Where in the image is the object?",
+    "size": "Is the object small, medium or large?",
 }
 PROBE_SEED_BASE = 1_700_000_000  # inside the toy world's reserved evaluation range
 
@@ -57,9 +58,9 @@ class ProbeItem:
 
 
 def toyworld_items(n: int, seed: int = PROBE_SEED_BASE, preset: str = "tiny") -> list[ProbeItem]:
-    """`n` one-object toy scenes (no text) labelled with their object's shape, colour and region (which ninth of
-    the image: pooled image features lose it, so `encoder` and `connector` read it near `majority`; the LM's answer
-    position is where it shows)."""
+    """`n` one-object toy scenes (no text) labelled with their object's shape, colour, region (which ninth of the
+    image: pooled image features lose it, so `encoder` and `connector` read it near `majority`; the LM's answer
+    position is where it shows) and size (which third of the preset's object sizes its box falls in)."""
     from assistant.toyworld import generate_scene, get_preset, render
     from assistant.toyworld.relations import region
 
@@ -68,7 +69,7 @@ def toyworld_items(n: int, seed: int = PROBE_SEED_BASE, preset: str = "tiny") ->
     for i in range(n):
         scene = generate_scene(seed + i, config)
         obj = scene.objects[0]
-        labels = {"shape": obj.shape, "color": obj.color, "region": region(scene, obj)}
+        labels = {"shape": obj.shape, "color": obj.color, "region": region(scene, obj), "size": obj.size}
         items.append(ProbeItem(render(scene), labels))
     return items
 

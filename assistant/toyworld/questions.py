@@ -61,6 +61,12 @@ def refer_by_shape(scene: Scene, obj: ObjectGT) -> str | None:
     return _refer(scene, obj, "size")
 
 
+def refer_by_color(scene: Scene, obj: ObjectGT) -> str | None:
+    """A name for `obj` that does not give its size away: its shape, else its colour and shape, if either is
+    unique."""
+    return _refer(scene, obj, "color")
+
+
 def pick_by_shape(scene: Scene, ctx: TaskContext) -> tuple[ObjectGT, str] | None:
     """A random object that `refer_by_shape` can name, with that name."""
     return _pick_named(scene, ctx, "size")

@@ -44,8 +44,8 @@ def test_toyworld_items_hold_one_labelled_object():
 def test_probe_job_on_the_tiny_model(tiny_assistant, tmp_path):
     result = run_probe(tiny_assistant, tmp_path, n=8, steps=20)
     n_layers = tiny_assistant.model.config.text_config.num_hidden_layers
-    assert set(result["scores"]) == {"shape", "color", "region"}
-    for attr in ("shape", "color", "region"):
+    assert set(result["scores"]) == {"shape", "color", "region", "size"}
+    for attr in ("shape", "color", "region", "size"):
         row = result["scores"][attr]
         assert set(row) == {
             "majority",

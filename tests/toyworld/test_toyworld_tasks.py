@@ -19,7 +19,7 @@ from assistant.toyworld import (
 )
 from assistant.toyworld.describe import describe
 from assistant.toyworld.records import ChairItem, Conversation, PopeQuestion, PreferencePair
-from assistant.toyworld.relations import count, region, relation
+from assistant.toyworld.relations import count, largest, region, relation, smallest
 from assistant.toyworld.templates import TEMPLATES
 from assistant.toyworld.vocab import COLOR_NAMES, PLURALS, SHAPE_SYNONYMS, SHAPES, SIZES, chair_words
 
@@ -605,3 +605,39 @@ def test_instruct_varied_asks_for_descriptions_in_more_phrasings_never_the_chair
     assert set(TEMPLATES["detail"]) < set(TEMPLATES["detail_varied"])
     assert len(asked) > len(TEMPLATES["detail"]) and asked <= set(TEMPLATES["detail_varied"])
     assert CHAIR_PROMPT not in TEMPLATES["detail_varied"]  # the eval's prompt stays held out
+
+
+def test_color_size_detail_asks_every_colour_color_all_asks_and_every_size_a_shape_or_colour_names():
+    convs = build_records("color_size_detail", scenes(), 0)
+    colors = {c.scene_seed: c for c in build_records("color_all", scenes(), 0)}
+    seeds = by_seed()
+    assert {c.task for c in convs} == {"color_size_detail"}
+    opened = [c for c in convs if c.turns[0].task == "detail"]
+    assert 0.35 < len(opened) / len(convs) < 0.65
+    sized_colors = extremes = 0
+    for conv in convs:
+        scene = seeds[conv.scene_seed]
+        asked = conv.turns[conv.turns[0].task == "detail" :]
+        color_all = colors.get(conv.scene_seed)
+        assert sum(qa.task == "color" for qa in asked) == (len(color_all.turns) if color_all else 0)
+        for qa in asked:
+            assert qa.task in {"color", "size"}
+            if qa.task == "color":
+                sized_colors += bool(re.search(r"\b(small|medium|large) ", qa.question))
+            elif qa.answer_type == "object":  # which object is the largest / smallest: the clear one, by name
+                extremes += 1
+                which = largest(scene) if "largest" in qa.question else smallest(scene)
+                assert which is not None and qa.answer == which.name
+            else:  # the size of the one object the question names
+                named = [o for o in scene.objects if re.search(rf"\b{o.shape}\b", qa.question)]
+                colored = [o for o in named if re.search(rf"\b{o.color}\b", qa.question)]
+                assert qa.answer == (colored or named)[0].size and len(colored or named) == 1
+    assert sized_colors > 20 and extremes > 20
+
+
+def test_instruct_many_sized_swaps_instruct_many_keyeds_colour_conversation_for_color_size_detail():
+    convs = build_records("instruct_many_sized", scenes("standard", 400), 0)
+    tasks = Counter(c.task for c in convs)
+    assert set(tasks) <= {"position_detail", "color_size_detail", "instruct_many", "count_all", "exists_all"}
+    assert 0.1 < tasks["position_detail"] / len(convs) < 0.25
+    assert 0.08 < tasks["color_size_detail"] / len(convs) < 0.22
