@@ -28,6 +28,7 @@ def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
         "shape",
         "color",
         "region",
+        "size",
     }
     assert "descriptions (final)" in card and "descriptions (final_grpo)" not in card
     assert "| lm.0 |" in card and "Threads and CPUs" in card and "color @4+" in card
