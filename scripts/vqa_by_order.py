@@ -2,6 +2,7 @@
 many OpenAI-API clients send it): the diagnostic of docs/recipe.md, session 13.
 
     python scripts/vqa_by_order.py --model runs/armD/stage2 --data runs/armD/data/eval_vqa --order text_first color
+    python scripts/vqa_by_order.py --model M --data D --limit 3000 color --by_question '\\b(small|medium|large)\\b'
 
 The first `--limit` rows of the set, free-form questions dropped (as `assistant eval vqa --limit` selects them),
 answered greedily in-process and scored by the evals' parser (`evals.vqa.answer_credit`).
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,6 +39,12 @@ def main() -> None:
         action="store_true",
         help="Also score each task by its expected answer (counts: 0, 1, 2, ...).",
     )
+    parser.add_argument(
+        "--by_question",
+        metavar="REGEX",
+        help="Also score each task by whether its question matches REGEX (for example '\\b(small|medium|large)\\b': "
+        "colour questions that name the object by its size).",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = Path(args.data)
@@ -61,6 +69,9 @@ def main() -> None:
         credit[row["task"]].append(score)
         if args.by_answer:
             credit[f"{row['task']}={row['answer']}"].append(score)
+        if args.by_question:
+            matched = "matches" if re.search(args.by_question, row["text"]) else "does not match"
+            credit[f"{row['task']} ({matched} {args.by_question!r})"].append(score)
     for task, values in sorted(credit.items()):
         log.info("%s, %s: %.3f (n=%d)", args.model, task, sum(values) / len(values), len(values))
 

@@ -16,7 +16,7 @@ from trl import ModelConfig, SFTTrainer
 
 from assistant.anyres import with_fast_anyres
 from assistant.errors import ConfigError
-from assistant.modeling import PARTS, save_model, set_trainable
+from assistant.modeling import PARTS, parts_of, save_model, set_trainable
 from assistant.paths import resolve_model_source
 from assistant.processing import load_processor
 from assistant.qformer import expose_backbone, is_qformer_model
@@ -56,6 +56,13 @@ class DataArgs:
         default_factory=lambda: ["connector", "language_model"],
         metadata={"help": f"Parts trained in full fine-tuning, from {sorted(PARTS)}."},
     )
+    vision_lr_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "The vision tower's learning rate as a share of learning_rate (with vision_tower in train_parts; "
+            "full fine-tuning only), so a frozen-encoder recipe can let the encoder move a little."
+        },
+    )
     grounding_heads: str | None = field(
         default=None,
         metadata={
@@ -84,6 +91,12 @@ class DataArgs:
         unknown = set(self.train_parts) - set(PARTS)
         if unknown:
             raise ConfigError(f"unknown train_parts {sorted(unknown)}; choose from {sorted(PARTS)}")
+        if self.vision_lr_scale <= 0:
+            raise ConfigError(f"vision_lr_scale must be > 0, got {self.vision_lr_scale}")
+        if self.vision_lr_scale != 1.0 and "vision_tower" not in self.train_parts:
+            raise ConfigError(
+                f"vision_lr_scale={self.vision_lr_scale} needs vision_tower in train_parts (now {self.train_parts})"
+            )
 
 
 def _is_qformer(model_args: ModelConfig) -> bool:
@@ -202,12 +215,42 @@ class AtomicCheckpointMixin:
         model.load_state_dict(loaded.state_dict(), strict=True)
 
 
-class StageTrainer(GroundingMixin, AtomicCheckpointMixin, SFTTrainer):
-    """TRL's SFTTrainer with atomic checkpoints and the optional grounding loss: stages 1 and 2."""
+class VisionLearningRateMixin:
+    """Gives the vision tower's parameters `vision_lr_scale` times the learning rate of the others. Trainer's
+    scheduler scales each parameter group from its own starting rate, so the ratio holds over the whole run."""
+
+    vision_lr_scale: float = 1.0
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.vision_lr_scale == 1.0:
+            return optimizer
+        prefixes = parts_of(self.model)["vision_tower"]
+        tower = {id(p) for name, p in self.model.named_parameters() if name.startswith(prefixes)}
+        groups = []
+        for group in optimizer.param_groups:
+            for in_tower in (False, True):
+                params = [p for p in group["params"] if (id(p) in tower) == in_tower]
+                if params:
+                    lr = group["lr"] * (self.vision_lr_scale if in_tower else 1.0)
+                    groups.append({**group, "params": params, "lr": lr})
+        optimizer.param_groups.clear()
+        for group in groups:
+            optimizer.add_param_group(group)
+        log.info("vision tower learning rate: %g x %g", self.args.learning_rate, self.vision_lr_scale)
+        return optimizer
+
+
+class StageTrainer(GroundingMixin, VisionLearningRateMixin, AtomicCheckpointMixin, SFTTrainer):
+    """TRL's SFTTrainer with atomic checkpoints, the optional grounding loss and the vision tower's own learning
+    rate: stages 1 and 2."""
 
 
 def make_stage_trainer(model, processor, data_args: DataArgs, **kwargs) -> StageTrainer:
+    if data_args.vision_lr_scale != 1.0 and kwargs.get("peft_config") is not None:
+        raise ConfigError("vision_lr_scale applies to full fine-tuning; use it without --use_peft")
     trainer = StageTrainer(model=model, processing_class=processor, **kwargs)
+    trainer.vision_lr_scale = data_args.vision_lr_scale
     if data_args.grounding_weight > 0:
         if kwargs.get("peft_config") is not None:
             raise ConfigError("the grounding loss trains the connector in full; use it without --use_peft")

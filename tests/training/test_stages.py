@@ -163,3 +163,39 @@ def test_a_missing_stage_directory_names_the_command_that_makes_it(toy_data, tmp
             train_config(SFTConfig, tmp_path / "sft2", max_steps=1),
             ModelConfig(model_name_or_path="default"),
         )
+
+
+def test_vision_lr_scale_moves_the_tower_less_than_the_rest(tmp_path, toy_data, tiny_model_dir):
+    """With the tower trainable at a tenth of the learning rate, Adam's steps on it are about a tenth as large."""
+
+    def tower_step(scale: float, name: str) -> tuple[float, float]:
+        out = sft.main(
+            sft.SFTScriptArgs(
+                dataset=str(toy_data["instruct"]),
+                max_samples=8,
+                train_parts=["vision_tower", "connector", "language_model"],
+                vision_lr_scale=scale,
+            ),
+            train_config(SFTConfig, tmp_path / name, max_steps=4, learning_rate=1e-3),
+            ModelConfig(model_name_or_path=str(tiny_model_dir)),
+        )
+        before, after = weights(tiny_model_dir), weights(out)
+
+        def mean_change(prefix: str) -> float:
+            keys = [k for k in before if k.startswith(prefix)]
+            return sum(float((after[k] - before[k]).abs().mean()) for k in keys) / len(keys)
+
+        return mean_change("vision_tower."), mean_change("multi_modal_projector.")
+
+    tower_full, connector_full = tower_step(1.0, "full")
+    tower_tenth, connector_tenth = tower_step(0.1, "tenth")
+    assert tower_tenth > 0  # the tower trained ...
+    assert tower_tenth < 0.3 * tower_full  # ... at about a tenth of the rate
+    assert connector_tenth > 0.5 * connector_full  # the rest at the full rate
+
+
+def test_vision_lr_scale_without_the_tower_trainable_is_refused():
+    from assistant.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs vision_tower in train_parts"):
+        sft.SFTScriptArgs(dataset="x", vision_lr_scale=0.1)
