@@ -216,7 +216,8 @@ Skill accuracy by how many objects the scene holds (`shape@4+`: shape questions 
 ## Where visual information goes (`assistant eval probe`)
 Linear probes on held-out one-object scenes (fit on half, scored on the other half; `majority` is the baseline):
 the connector's input (`encoder`) and output (`connector`), the LM's hidden state at the answer position after each
-layer (`lm.K`, 0 = embeddings), and the model's own answer to "What shape/colour is the object?".
+layer (`lm.K`, 0 = embeddings), and the model's own answer to "What shape/colour is the object?" (region: "Where in
+the image is the object?"; size: "Is the object small, medium or large?").
 
 {probe_table(metrics)}
 
