@@ -213,11 +213,16 @@ def batch1_tpot(assistant, image, max_tokens: int, device: str) -> dict:
     firsts = [timed(1) for _ in range(3)]
     fulls = [timed(max_tokens) for _ in range(3)]
     ttft = min(firsts)
-    return {
-        "prompt_tokens": int(inputs["input_ids"].shape[1]),
-        "ttft_s": ttft,
-        "tpot_s": (min(fulls) - ttft) / (max_tokens - 1),
-    }
+    tpot = (min(fulls) - ttft) / (max_tokens - 1)
+    if tpot <= 0:
+        log.warning(
+            "batch 1: %d tokens took no longer than 1 (%.1f ms vs %.1f ms): timing noise exceeds the decode time; "
+            "rerun on a quiet machine or with a larger --max-tokens",
+            max_tokens,
+            1e3 * min(fulls),
+            1e3 * ttft,
+        )
+    return {"prompt_tokens": int(inputs["input_ids"].shape[1]), "ttft_s": ttft, "tpot_s": tpot}
 
 
 async def engine_waves(engine, images, args: GPUBenchArgs) -> dict:

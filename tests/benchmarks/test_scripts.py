@@ -4,6 +4,7 @@ No timing is asserted: these check that the code paths work and the reports hold
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -96,7 +97,10 @@ def test_gpu_tiny_dry_run_covers_every_path(tmp_path):
     assert gpu.main(["--tiny", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["copy_bandwidth_bytes_per_s"] > 0
-    assert report["batch1"]["tpot_s"] > 0 and report["batch1"]["floor_tpot_s"] > 0
+    # TPOT is a difference of two timings: on a busy machine the tiny model's few decode steps can drown in the
+    # noise (the script warns), so only its presence is checked here, not its sign
+    assert math.isfinite(report["batch1"]["tpot_s"]) and report["batch1"]["ttft_s"] > 0
+    assert report["batch1"]["floor_tpot_s"] > 0
     assert set(report["engine"]) == {"1", "8"}
     assert all(row["mean_output_tokens"] >= 1 for row in report["engine"].values())
 
