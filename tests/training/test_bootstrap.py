@@ -79,7 +79,7 @@ def test_view_targets_follow_the_ground_truth():
     geo = ViewGeometry(128, 128, 64, 16)
     for seed in range(20):
         scene = generate_scene(seed, PRESETS["tiny"])
-        targets, counts, inside = view_targets(scene, geo)
+        targets, counts, inside, _ = view_targets(scene, geo)
         assert counts[0] == len(scene.objects)  # the base view sees every object
         assert sum(len(i) for i in inside[1:]) == len(scene.objects)  # each centre lies in exactly one tile
         assert targets[..., 3].sum(axis=1).tolist() == [len(i) for i in inside]
@@ -246,3 +246,35 @@ def test_position_head_learns_each_patchs_place_and_round_trips(tmp_path: Path):
             dataclasses.replace(args, position_weight=0.0, vision_steps=1), PRESETS["tiny"], seed=0
         ).losses
     )
+
+
+def test_size_head_learns_object_sizes_and_round_trips(tmp_path: Path):
+    """size_weight adds a per-object head that regresses each object's apparent size (log2 of its side in view
+    patches: the base view halves it) from its pooled patches: the batch labels each covered patch with it, the
+    loss falls below the target's variance (more than the mean is learnt), the heads save and load with it, and
+    the probe scores size classes too. Off (the default), no head is built and no size loss is computed."""
+    from training.stage0.probe import probe_encoder
+    from training.stage0.views import ViewGeometry, make_batch
+    from training.stage0.vision import load_heads, save_vision, train_vision
+
+    config = PRESETS["tiny"]
+    geo = ViewGeometry(*config.sizes[0], tile=64, patch=16)
+    batch = make_batch(list(range(64)), config, geo)
+    covered = batch.owner.ge(0)
+    assert covered.any() and batch.extent[~covered].eq(0).all()
+    for b, v, k in covered.nonzero()[:200].tolist():
+        obj, scale = batch.scenes[b].objects[batch.owner[b, v, k]], geo.views[v][2]
+        assert batch.extent[b, v, k] == pytest.approx(np.log2((obj.box[2] - obj.box[0]) * scale / 16))
+    variance = batch.extent[covered].var().item()
+
+    args = dataclasses.replace(tiny_args(tmp_path)[1], vision_steps=120, size_weight=1.0)
+    result = train_vision(args, config, seed=0)
+    size = result.losses["object_size"]
+    assert np.mean(size[-20:]) < 0.85 * variance
+    save_vision(result, args, tmp_path / "vision", tmp_path / "heads.pt")
+    heads, loaded = load_heads(tmp_path / "heads.pt")
+    assert loaded.size_weight == 1.0 and hasattr(heads, "size")
+    probe = probe_encoder(result.encoder, config, scenes=40, steps=30, layer=args.vision_feature_layer)
+    assert set(probe["size"]) >= {"all", "base", "tiles", "majority"}
+    off = train_vision(dataclasses.replace(args, size_weight=0.0, vision_steps=1), config, seed=0)
+    assert "object_size" not in off.losses and not hasattr(off.heads, "size")

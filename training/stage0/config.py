@@ -60,6 +60,15 @@ class VisionArgs:
             "answers stayed at chance)."
         },
     )
+    size_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a per-object size term (log2 of its side in the view's patches, regressed from its "
+            "pooled patches), inside the "
+            "dense loss (0: off; session 24: without it the encoder's tokens read size at 0.59, majority 0.32, "
+            "and colour questions that name an object by its size were the model's last colour errors)."
+        },
+    )
     contrastive_weight: float = field(default=0.5, metadata={"help": "Weight of the contrastive loss."})
     contrastive_loss: str = field(default="infonce", metadata={"help": f"Contrastive loss: {LOSSES}."})
     hard_negatives: int = field(
@@ -84,6 +93,8 @@ class VisionArgs:
             )
         if self.vision_steps < 1 or self.vision_batch < 2:
             raise ValueError("vision_steps must be >= 1 and vision_batch >= 2 (contrastive needs a batch)")
+        if self.size_weight < 0:
+            raise ValueError(f"size_weight must be >= 0, got {self.size_weight}")
         if self.hard_negatives < 0:
             raise ValueError(f"hard_negatives must be >= 0, got {self.hard_negatives}")
 

@@ -29,6 +29,7 @@ from transformers import CLIPVisionModel, HfArgumentParser
 
 from assistant.toyworld import COLORS, SHAPES, get_preset
 from assistant.toyworld.scene import SceneConfig
+from assistant.toyworld.vocab import SIZES
 
 from .captions import caption_of, hard_negative
 from .config import HOLDOUT_BASE
@@ -67,6 +68,7 @@ class ProbeData:
     obj_x: torch.Tensor  # (O, D)
     obj_shape: torch.Tensor  # (O,)
     obj_color: torch.Tensor  # (O,)
+    obj_size: torch.Tensor  # (O,) small, medium, large
     obj_view: torch.Tensor  # (O,)
     obj_scene: torch.Tensor  # (O,) index of the scene
     view_x: torch.Tensor  # (N*V, 2D) mean and max pooled
@@ -82,7 +84,7 @@ def probe_data(feats: torch.Tensor, batches: list[ViewBatch]) -> ProbeData:
     scenes = [s for b in batches for s in b.scenes]
     inside = [o for b in batches for o in b.view_objects]
     n, v, p, _ = feats.shape
-    xs, shapes, colors, views, scene_of = [], [], [], [], []
+    xs, shapes, colors, sizes, views, scene_of = [], [], [], [], [], []
     v_shapes, v_colors = torch.zeros(n, v, len(SHAPES)), torch.zeros(n, v, len(COLORS))
     for s, scene in enumerate(scenes):
         for view in range(v):
@@ -94,6 +96,7 @@ def probe_data(feats: torch.Tensor, batches: list[ViewBatch]) -> ProbeData:
                 xs.append(feats[s, view][mask].mean(0))
                 shapes.append(SHAPES.index(obj.shape))
                 colors.append(list(COLORS).index(obj.color))
+                sizes.append(SIZES.index(obj.size))
                 views.append(view)
                 scene_of.append(s)
                 v_shapes[s, view, SHAPES.index(obj.shape)] = 1
@@ -104,6 +107,7 @@ def probe_data(feats: torch.Tensor, batches: list[ViewBatch]) -> ProbeData:
         obj_x=torch.stack(xs),
         obj_shape=torch.tensor(shapes),
         obj_color=torch.tensor(colors),
+        obj_size=torch.tensor(sizes),
         obj_view=torch.tensor(views),
         obj_scene=torch.tensor(scene_of),
         view_x=pooled.flatten(0, 1),
@@ -157,7 +161,12 @@ def run_probes(data: ProbeData, n_fit: int, v: int, steps: int) -> dict[str, dic
     """Fit on scenes < n_fit, score on the rest; each result also has the majority-class baseline."""
     results: dict[str, dict] = {}
     fit, test = data.obj_scene < n_fit, data.obj_scene >= n_fit
-    for name, y, k in (("shape", data.obj_shape, len(SHAPES)), ("color", data.obj_color, len(COLORS))):
+    objects = (
+        ("shape", data.obj_shape, len(SHAPES)),
+        ("color", data.obj_color, len(COLORS)),
+        ("size", data.obj_size, len(SIZES)),
+    )
+    for name, y, k in objects:
         probe = fit_probe(data.obj_x[fit], y[fit], k, steps)
         with torch.no_grad():
             pred = probe(data.obj_x[test]).argmax(-1)

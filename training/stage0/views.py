@@ -80,6 +80,7 @@ class ViewBatch:
     centre: torch.Tensor  # (B, V, P) 0/1: an object's centre lies in the patch
     owner: torch.Tensor  # (B, V, P) index of the object that labels the patch, or -1
     part: torch.Tensor  # (B, V, P) which cell of a 3 x 3 grid over its object's box the patch centre is in
+    extent: torch.Tensor  # (B, V, P) log2 of its object's side in the view's patches (0 where no object)
     silhouette: torch.Tensor  # (B, V, P, M*M) fraction of each sub-cell of the patch covered by objects
     count: torch.Tensor  # (B, V) objects visible in the view
     scenes: list[Scene]
@@ -126,12 +127,16 @@ def silhouettes(labels: np.ndarray, geo: ViewGeometry) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def view_targets(scene: Scene, geo: ViewGeometry) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+def view_targets(
+    scene: Scene, geo: ViewGeometry
+) -> tuple[np.ndarray, np.ndarray, list[list[int]], np.ndarray]:
     """Per-patch targets (V, P, 6) = (objectness, shape, colour, centre, owner, part), the count of visible
-    objects per view (V,) and the indices of the objects whose centre lies in each view."""
+    objects per view (V,), the indices of the objects whose centre lies in each view, and per patch the log2 of
+    its object's side in view patches (V, P) (its apparent size: the base view halves it; 0 without an object)."""
     labels = label_map(scene)
     n, g, p = len(scene.objects), geo.grid, geo.patch
     out = np.full((geo.num_views, g * g, 6), IGNORE, dtype=np.int64)
+    extent = np.zeros((geo.num_views, g * g), dtype=np.float32)
     out[..., 0] = 0
     out[..., 3] = 0
     out[..., 4] = -1
@@ -159,6 +164,7 @@ def view_targets(scene: Scene, geo: ViewGeometry) -> tuple[np.ndarray, np.ndarra
                 obj = scene.objects[best[k]]
                 out[v, k, :3] = (1, SHAPE_IDS[obj.shape], COLOR_IDS[obj.color])
                 out[v, k, 4] = best[k]
+                extent[v, k] = np.log2((obj.box[2] - obj.box[0]) * scale / p)
                 # where the patch centre lies inside the object's box: a 3 x 3 grid cell
                 bx0, by0, bx1, by1 = ((c - o) * scale for c, o in zip(obj.box, (x0, y0, x0, y0), strict=True))
                 px, py = (k % g + 0.5) * p, (k // g + 0.5) * p
@@ -166,18 +172,19 @@ def view_targets(scene: Scene, geo: ViewGeometry) -> tuple[np.ndarray, np.ndarra
                 row = min(2, max(0, int(3 * (py - by0) / (by1 - by0))))
                 out[v, k, 5] = 3 * row + col
         per_view.append(inside)
-    return out, visible, per_view
+    return out, visible, per_view, extent
 
 
 def make_batch(seeds: list[int], config: SceneConfig, geo: ViewGeometry) -> ViewBatch:
     """Generate, render and label the scenes of `seeds` (deterministic)."""
     scenes = [generate_scene(s, config) for s in seeds]
-    pixels, targets, counts, objects, sil = [], [], [], [], []
+    pixels, targets, counts, objects, sil, extents = [], [], [], [], [], []
     for scene in scenes:
         pixels.append(view_pixels(render(scene), geo))
         sil.append(silhouettes(label_map(scene), geo))
-        t, c, o = view_targets(scene, geo)
+        t, c, o, e = view_targets(scene, geo)
         targets.append(t)
+        extents.append(e)
         counts.append(c)
         objects.append(o)
     tg = torch.from_numpy(np.stack(targets))  # (B, V, P, 6)
@@ -189,6 +196,7 @@ def make_batch(seeds: list[int], config: SceneConfig, geo: ViewGeometry) -> View
         centre=tg[..., 3],
         owner=tg[..., 4],
         part=tg[..., 5],
+        extent=torch.from_numpy(np.stack(extents)),
         silhouette=torch.from_numpy(np.stack(sil)),
         count=torch.from_numpy(np.stack(counts)),
         scenes=scenes,

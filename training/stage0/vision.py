@@ -3,7 +3,8 @@
 Per step, B scenes give B x V views (base view + tiles). Losses:
 - dense, on the patch tokens of `vision_feature_layer` (the hidden layer LLaVA reads): per patch
   objectness, shape, colour and "an object's centre is here" (with `position_weight`, also the patch's own place
-  in its view), plus the view's object count;
+  in its view), plus the view's object count; per object, from the mean of its patches, shape and colour (with
+  `size_weight`, also its size as it appears in the view);
 - contrastive (InfoNCE, or SigLIP's sigmoid loss) between pooled last-layer tokens and canonical captions,
   per view and per scene, with hard-negative captions that differ from the truth in one attribute.
 The text tower and poolers are training-only heads, saved apart from the HF vision directory.
@@ -113,6 +114,8 @@ class Stage0Heads(nn.Module):
         if args.position_weight:  # a patch's place in its view (absent from heads saved before it existed)
             self.place = nn.Linear(d, (args.vision_tile // args.vision_patch) ** 2)
         self.object = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, len(SHAPES) + len(COLORS)))
+        if args.size_weight:  # an object's apparent size (absent from heads saved before it existed)
+            self.size = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 1))
         self.view_pool = TokenPool(d, args.embed_dim)
         self.scene_pool = TokenPool(d, args.embed_dim)
         self.text = CaptionEncoder(args.embed_dim, args.embed_dim)
@@ -169,7 +172,8 @@ def dense_losses(feats: torch.Tensor, batch: ViewBatch, heads: Stage0Heads) -> d
 
 
 def object_losses(feats: torch.Tensor, batch: ViewBatch, heads: Stage0Heads) -> dict[str, torch.Tensor]:
-    """Shape and colour of each object in each view from the mean of the patch tokens it covers."""
+    """Shape and colour (and with a size head, size) of each object in each view from the mean of the patch
+    tokens it covers."""
     bv, p, d = feats.shape
     owner = batch.owner.flatten(0, 1)  # (B*V, P)
     keep = owner.ge(0)
@@ -184,10 +188,14 @@ def object_losses(feats: torch.Tensor, batch: ViewBatch, heads: Stage0Heads) -> 
     color = torch.zeros(len(uniq), dtype=torch.long).scatter(0, inv, batch.color.flatten(0, 1)[keep])
     logits = heads.object(pooled)  # (O, S + C)
     s = len(SHAPES)
-    return {
+    out = {
         "object_shape": F.cross_entropy(logits[:, :s], shape),
         "object_color": F.cross_entropy(logits[:, s:], color),
     }
+    if hasattr(heads, "size"):  # log2 of its side in view patches: the view's own scale, so never ambiguous
+        extent = torch.zeros(len(uniq)).scatter(0, inv, batch.extent.flatten(0, 1)[keep])
+        out["object_size"] = F.mse_loss(heads.size(pooled).squeeze(-1), extent)
+    return out
 
 
 def captions_for(batch: ViewBatch, rng: random.Random, negatives: int) -> tuple[list[str], list[str]]:
@@ -261,7 +269,7 @@ def train_vision(args: VisionArgs, config: SceneConfig, seed: int, seed_start: i
         b, v = batch.pixels.shape[:2]
         feats, last = encode_views(encoder, batch.pixels.flatten(0, 1), args.vision_feature_layer)
         losses = dense_losses(feats, batch, heads)
-        if args.object_weight:
+        if args.object_weight or args.size_weight:
             losses |= object_losses(feats, batch, heads)
         scene_txt, view_txt = captions_for(batch, rng, args.hard_negatives)
         view_emb = heads.view_pool(last)  # (B*V, E)
@@ -280,6 +288,8 @@ def train_vision(args: VisionArgs, config: SceneConfig, seed: int, seed_start: i
             dense = dense + args.object_weight * (
                 args.shape_weight * losses["object_shape"] + losses["object_color"]
             )
+        if args.size_weight:
+            dense = dense + args.size_weight * losses["object_size"]
         total = args.dense_weight * dense + args.contrastive_weight * (
             losses["clip_view"] + losses["clip_scene"]
         )
