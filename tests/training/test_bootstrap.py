@@ -249,8 +249,8 @@ def test_position_head_learns_each_patchs_place_and_round_trips(tmp_path: Path):
 
 
 def test_size_head_learns_object_sizes_and_round_trips(tmp_path: Path):
-    """size_weight adds a per-object head that regresses each object's apparent size (log2 of its side in view
-    patches: the base view halves it) from its pooled patches: the batch labels each covered patch with it, the
+    """size_weight adds a per-patch head that regresses the apparent size of the patch's object (log2 of its side in
+    view patches: the base view halves it): the batch labels each covered patch with it, the
     loss falls below the target's variance (more than the mean is learnt), the heads save and load with it, and
     the probe scores size classes too. Off (the default), no head is built and no size loss is computed."""
     from training.stage0.probe import probe_encoder
@@ -269,7 +269,7 @@ def test_size_head_learns_object_sizes_and_round_trips(tmp_path: Path):
 
     args = dataclasses.replace(tiny_args(tmp_path)[1], vision_steps=120, size_weight=1.0)
     result = train_vision(args, config, seed=0)
-    size = result.losses["object_size"]
+    size = result.losses["size"]
     assert np.mean(size[-20:]) < 0.85 * variance
     save_vision(result, args, tmp_path / "vision", tmp_path / "heads.pt")
     heads, loaded = load_heads(tmp_path / "heads.pt")
@@ -277,4 +277,4 @@ def test_size_head_learns_object_sizes_and_round_trips(tmp_path: Path):
     probe = probe_encoder(result.encoder, config, scenes=40, steps=30, layer=args.vision_feature_layer)
     assert set(probe["size"]) >= {"all", "base", "tiles", "majority"}
     off = train_vision(dataclasses.replace(args, size_weight=0.0, vision_steps=1), config, seed=0)
-    assert "object_size" not in off.losses and not hasattr(off.heads, "size")
+    assert "size" not in off.losses and not hasattr(off.heads, "size")

@@ -3,8 +3,8 @@
 Per step, B scenes give B x V views (base view + tiles). Losses:
 - dense, on the patch tokens of `vision_feature_layer` (the hidden layer LLaVA reads): per patch
   objectness, shape, colour and "an object's centre is here" (with `position_weight`, also the patch's own place
-  in its view), plus the view's object count; per object, from the mean of its patches, shape and colour (with
-  `size_weight`, also its size as it appears in the view);
+  in its view; with `size_weight`, its object's size as it appears in the view), plus the view's object count; per
+  object, from the mean of its patches, shape and colour;
 - contrastive (InfoNCE, or SigLIP's sigmoid loss) between pooled last-layer tokens and canonical captions,
   per view and per scene, with hard-negative captions that differ from the truth in one attribute.
 The text tower and poolers are training-only heads, saved apart from the HF vision directory.
@@ -114,7 +114,9 @@ class Stage0Heads(nn.Module):
         if args.position_weight:  # a patch's place in its view (absent from heads saved before it existed)
             self.place = nn.Linear(d, (args.vision_tile // args.vision_patch) ** 2)
         self.object = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, len(SHAPES) + len(COLORS)))
-        if args.size_weight:  # an object's apparent size (absent from heads saved before it existed)
+        if (
+            args.size_weight
+        ):  # per patch, its object's apparent size (absent from heads saved before it existed)
             self.size = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 1))
         self.view_pool = TokenPool(d, args.embed_dim)
         self.scene_pool = TokenPool(d, args.embed_dim)
@@ -155,6 +157,12 @@ def dense_losses(feats: torch.Tensor, batch: ViewBatch, heads: Stage0Heads) -> d
     count = heads.count(feats.mean(dim=1))  # (B*V, MAX_COUNT)
     silhouette = heads.silhouette(heads.dense_norm(feats))  # (B*V, P, M*M)
     place = {}
+    if hasattr(
+        heads, "size"
+    ):  # log2 of its object's side in view patches: the view's own scale, never ambiguous
+        keep = batch.owner.flatten(0, 1).ge(0)
+        pred = heads.size(feats).squeeze(-1)  # (B*V, P)
+        place["size"] = F.mse_loss(pred[keep], batch.extent.flatten(0, 1)[keep])
     if hasattr(heads, "place"):
         slots = torch.arange(feats.shape[1], device=feats.device).expand(feats.shape[0], -1)
         place["place"] = F.cross_entropy(heads.place(heads.dense_norm(feats)).flatten(0, 1), slots.flatten())
@@ -172,8 +180,7 @@ def dense_losses(feats: torch.Tensor, batch: ViewBatch, heads: Stage0Heads) -> d
 
 
 def object_losses(feats: torch.Tensor, batch: ViewBatch, heads: Stage0Heads) -> dict[str, torch.Tensor]:
-    """Shape and colour (and with a size head, size) of each object in each view from the mean of the patch
-    tokens it covers."""
+    """Shape and colour of each object in each view from the mean of the patch tokens it covers."""
     bv, p, d = feats.shape
     owner = batch.owner.flatten(0, 1)  # (B*V, P)
     keep = owner.ge(0)
@@ -192,9 +199,6 @@ def object_losses(feats: torch.Tensor, batch: ViewBatch, heads: Stage0Heads) -> 
         "object_shape": F.cross_entropy(logits[:, :s], shape),
         "object_color": F.cross_entropy(logits[:, s:], color),
     }
-    if hasattr(heads, "size"):  # log2 of its side in view patches: the view's own scale, so never ambiguous
-        extent = torch.zeros(len(uniq)).scatter(0, inv, batch.extent.flatten(0, 1)[keep])
-        out["object_size"] = F.mse_loss(heads.size(pooled).squeeze(-1), extent)
     return out
 
 
@@ -269,7 +273,7 @@ def train_vision(args: VisionArgs, config: SceneConfig, seed: int, seed_start: i
         b, v = batch.pixels.shape[:2]
         feats, last = encode_views(encoder, batch.pixels.flatten(0, 1), args.vision_feature_layer)
         losses = dense_losses(feats, batch, heads)
-        if args.object_weight or args.size_weight:
+        if args.object_weight:
             losses |= object_losses(feats, batch, heads)
         scene_txt, view_txt = captions_for(batch, rng, args.hard_negatives)
         view_emb = heads.view_pool(last)  # (B*V, E)
@@ -289,7 +293,7 @@ def train_vision(args: VisionArgs, config: SceneConfig, seed: int, seed_start: i
                 args.shape_weight * losses["object_shape"] + losses["object_color"]
             )
         if args.size_weight:
-            dense = dense + args.size_weight * losses["object_size"]
+            dense = dense + args.size_weight * losses["size"]
         total = args.dense_weight * dense + args.contrastive_weight * (
             losses["clip_view"] + losses["clip_scene"]
         )
