@@ -114,9 +114,8 @@ class Stage0Heads(nn.Module):
         if args.position_weight:  # a patch's place in its view (absent from heads saved before it existed)
             self.place = nn.Linear(d, (args.vision_tile // args.vision_patch) ** 2)
         self.object = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, len(SHAPES) + len(COLORS)))
-        if (
-            args.size_weight
-        ):  # per patch, its object's apparent size (absent from heads saved before it existed)
+        # per patch, its object's apparent size (absent from heads saved before it existed)
+        if args.size_weight:
             self.size = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 1))
         self.view_pool = TokenPool(d, args.embed_dim)
         self.scene_pool = TokenPool(d, args.embed_dim)
@@ -156,17 +155,19 @@ def dense_losses(feats: torch.Tensor, batch: ViewBatch, heads: Stage0Heads) -> d
     shape, color = out[..., 2 : 2 + s], out[..., 2 + s :]
     count = heads.count(feats.mean(dim=1))  # (B*V, MAX_COUNT)
     silhouette = heads.silhouette(heads.dense_norm(feats))  # (B*V, P, M*M)
-    place = {}
+    optional = {}
     if hasattr(
         heads, "size"
     ):  # log2 of its object's side in view patches: the view's own scale, never ambiguous
         keep = batch.owner.flatten(0, 1).ge(0)
         pred = heads.size(feats).squeeze(-1)  # (B*V, P)
-        place["size"] = F.mse_loss(pred[keep], batch.extent.flatten(0, 1)[keep])
+        optional["size"] = F.mse_loss(pred[keep], batch.extent.flatten(0, 1)[keep])
     if hasattr(heads, "place"):
         slots = torch.arange(feats.shape[1], device=feats.device).expand(feats.shape[0], -1)
-        place["place"] = F.cross_entropy(heads.place(heads.dense_norm(feats)).flatten(0, 1), slots.flatten())
-    return place | {
+        optional["place"] = F.cross_entropy(
+            heads.place(heads.dense_norm(feats)).flatten(0, 1), slots.flatten()
+        )
+    return optional | {
         "silhouette": F.binary_cross_entropy_with_logits(silhouette, batch.silhouette.flatten(0, 1)),
         "part": F.cross_entropy(
             heads.part(heads.dense_norm(feats)).flatten(0, 1), batch.part.flatten(), ignore_index=IGNORE
@@ -195,11 +196,10 @@ def object_losses(feats: torch.Tensor, batch: ViewBatch, heads: Stage0Heads) -> 
     color = torch.zeros(len(uniq), dtype=torch.long).scatter(0, inv, batch.color.flatten(0, 1)[keep])
     logits = heads.object(pooled)  # (O, S + C)
     s = len(SHAPES)
-    out = {
+    return {
         "object_shape": F.cross_entropy(logits[:, :s], shape),
         "object_color": F.cross_entropy(logits[:, s:], color),
     }
-    return out
 
 
 def captions_for(batch: ViewBatch, rng: random.Random, negatives: int) -> tuple[list[str], list[str]]:
