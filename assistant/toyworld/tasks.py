@@ -387,6 +387,26 @@ _instruct_many_keyed = _one_in_six(
 _instruct_many_sized = _one_in_six(_position_detail_many, _one_in_six(_color_size_detail, _instruct_many_all))
 
 
+def _picked(task: str, choices: list[tuple[float, Callable]]) -> Callable:
+    """One of `choices`' conversations per scene, drawn by weight, as `task`."""
+    weights = [w for w, _ in choices]
+
+    def make(scene: Scene, ctx: TaskContext) -> list[Record]:
+        inner = ctx.rng.choices([m for _, m in choices], weights)[0]
+        return [replace(c, task=task) for c in inner(scene, ctx)]
+
+    return make
+
+
+# every focus task the shipped chain trained one after another (eight stages, 3.5 hours), as one mixed stage: the
+# stages undid each other's skills for stage 2c to bring back (`color_size_detail` took position 0.885 -> 0.60;
+# docs/recipe.md, session 25). Colour and size by shape weigh most: that lookup forms last.
+_focus_mix = _picked(
+    "focus_mix",
+    [(0.4, _color_size_detail), (0.3, _position_detail_many), (0.15, _keyed), (0.15, _count_all)],
+)
+
+
 _keyed_detail = _detail_opened(_keyed, "detail", "keyed_detail")
 
 
@@ -570,6 +590,14 @@ TASKS: dict[str, TaskSpec] = {
             "color_all's turns with the size of every object its shape or colour names and which is the largest and "
             "smallest, in one conversation per scene, opened by a detailed description (1,000-odd phrasings) for half "
             "the images (a focus task).",
+        ),
+        TaskSpec(
+            "focus_mix",
+            "conversation",
+            _focus_mix,
+            "One focus conversation per scene: color_size_detail (two in five), position_detail in detail_many's "
+            "phrasings (three in ten), keyed or count_all (three in twenty each): the shipped chain's focus stages as "
+            "one (a focus task).",
         ),
         TaskSpec(
             "count_all",

@@ -641,3 +641,25 @@ def test_instruct_many_sized_swaps_instruct_many_keyeds_colour_conversation_for_
     assert set(tasks) <= {"position_detail", "color_size_detail", "instruct_many", "count_all", "exists_all"}
     assert 0.1 < tasks["position_detail"] / len(convs) < 0.25
     assert 0.08 < tasks["color_size_detail"] / len(convs) < 0.22
+
+
+def test_focus_mix_gives_each_scene_one_focus_conversation_by_weight():
+    convs = build_records("focus_mix", scenes("standard", 400), 0)
+    assert {c.task for c in convs} == {"focus_mix"}
+    kinds = Counter()
+    for conv in convs:
+        asked = {qa.task for qa in conv.turns} - {"detail"}
+        if "size" in asked or asked == {"color"}:
+            kinds["color_size_detail"] += 1
+        elif asked == {"position"}:
+            kinds["position_detail"] += 1
+        elif asked == {"count"}:
+            kinds["count_all"] += 1
+        else:  # keyed: colour, where, whether and how many by shape in one conversation
+            assert asked <= {"color", "position", "existence", "count"} and "existence" in asked
+            kinds["keyed"] += 1
+        # only colour-and-size and position conversations open with a description
+        assert conv.turns[0].task != "detail" or asked <= {"color", "size"} or asked == {"position"}
+    share = {kind: n / len(convs) for kind, n in kinds.items()}
+    assert 0.3 < share["color_size_detail"] < 0.5 and 0.2 < share["position_detail"] < 0.4
+    assert 0.08 < share["keyed"] < 0.25 and 0.08 < share["count_all"] < 0.25
