@@ -56,6 +56,12 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "What size is the {name}?",
         "How big is the {name}: small, medium or large?",
     ),
+    # two objects of one shape compared by size, answered with a colour
+    "compare_size": (
+        "What colour is the {which} {shape}?",
+        "What color is the {which} of the two {shapes}?",
+        "Of the {shapes}, which colour is the {which} one?",
+    ),
     "extreme": (
         "Which object is the {which}?",
         "What is the {which} object in the image?",

@@ -663,3 +663,27 @@ def test_focus_mix_gives_each_scene_one_focus_conversation_by_weight():
     share = {kind: n / len(convs) for kind, n in kinds.items()}
     assert 0.3 < share["color_size_detail"] < 0.5 and 0.2 < share["position_detail"] < 0.4
     assert 0.08 < share["keyed"] < 0.25 and 0.08 < share["count_all"] < 0.25
+
+
+def test_color_size_compare_adds_the_colour_of_the_larger_or_smaller_of_two_same_shape_objects():
+    convs = build_records("color_size_compare", scenes(), 0)
+    plain = {c.scene_seed: c for c in build_records("color_size_detail", scenes(), 0)}
+    seeds = by_seed()
+    assert {c.task for c in convs} == {"color_size_compare"}
+    compared = 0
+    for conv in convs:
+        scene = seeds[conv.scene_seed]
+        asked = [qa for qa in conv.turns if qa.task != "detail"]
+        pairs = [re.search(r"\b(larger|smaller)\b", qa.question) for qa in asked]
+        for qa, which in zip(asked, pairs, strict=True):
+            if not which:
+                continue
+            compared += 1
+            shape = next(s for s in SHAPES if re.search(rf"\b({s}|{PLURALS[s]})\b", qa.question))
+            small, big = sorted((o for o in scene.objects if o.shape == shape), key=lambda o: o.area)
+            assert big.area >= 1.2 * small.area and small.color != big.color
+            assert qa.answer == (big if which.group(1) == "larger" else small).color
+        base = plain.get(conv.scene_seed)  # the other turns are color_size_detail's questions
+        other = [qa for qa, w in zip(asked, pairs, strict=True) if not w]
+        assert len(other) == len([qa for qa in base.turns if qa.task != "detail"]) if base else not other
+    assert compared > 10
