@@ -3,6 +3,7 @@ many OpenAI-API clients send it): the diagnostic of docs/recipe.md, session 13.
 
     python scripts/vqa_by_order.py --model runs/armD/stage2 --data runs/armD/data/eval_vqa --order text_first color
     python scripts/vqa_by_order.py --model M --data D --limit 3000 color --by_question '\\b(small|medium|large)\\b'
+    python scripts/vqa_by_order.py --model M --data D --limit 3000 color --by_size_gap
 
 The first `--limit` rows of the set, free-form questions dropped (as `assistant eval vqa --limit` selects them),
 answered greedily in-process and scored by the evals' parser (`evals.vqa.answer_credit`).
@@ -45,6 +46,12 @@ def main() -> None:
         help="Also score each task by whether its question matches REGEX (for example '\\b(small|medium|large)\\b': "
         "colour questions that name the object by its size).",
     )
+    parser.add_argument(
+        "--by_size_gap",
+        action="store_true",
+        help="Also score questions that name their object by size and shape ('the small heart') by the width gap, in "
+        "px, between that object and the nearest other object of its shape (the set's scenes.jsonl).",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = Path(args.data)
@@ -54,6 +61,10 @@ def main() -> None:
         for r in rows[: args.limit]
         if r["answer_type"] != "free" and (not args.tasks or r["task"] in args.tasks)
     ]
+    scenes = {}
+    if args.by_size_gap:
+        lines = (data / "scenes.jsonl").read_text().splitlines()
+        scenes = {s["image"]: s for s in map(json.loads, filter(None, lines))}
     assistant = Assistant.load(args.model, device="cpu")
     credit = defaultdict(list)
     for row in tqdm(rows, desc=args.order):
@@ -72,8 +83,28 @@ def main() -> None:
         if args.by_question:
             matched = "matches" if re.search(args.by_question, row["text"]) else "does not match"
             credit[f"{row['task']} ({matched} {args.by_question!r})"].append(score)
+        gap = size_gap(scenes[row["image"]], row["text"]) if scenes else None
+        if gap is not None:
+            bucket = next((b for top, b in ((3, "0-3"), (6, "4-6"), (10, "7-10")) if gap <= top), "> 10")
+            credit[f"{row['task']} (size gap {bucket} px)"].append(score)
     for task, values in sorted(credit.items()):
         log.info("%s, %s: %.3f (n=%d)", args.model, task, sum(values) / len(values), len(values))
+
+
+def size_gap(scene: dict, question: str) -> int | None:
+    """For a question that names its object by size and shape, the width gap in px between that object and the
+    nearest other object of its shape (the size word is unique among them); None for any other question."""
+    named = re.search(r"\b(small|medium|large) (\w+)", question)
+    if not named:
+        return None
+    size, shape = named.groups()
+    same = [o for o in scene["objects"] if o["shape"] == shape]
+    target = [o for o in same if o["size"] == size]
+    others = [o for o in same if o["size"] != size]
+    if len(target) != 1 or not others:
+        return None
+    width = lambda o: o["box"][2] - o["box"][0]  # noqa: E731
+    return min(abs(width(target[0]) - width(o)) for o in others)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""scripts/vqa_by_order.py's size gap: the width gap between the object a question names by size and its shape's
+nearest other object (docs/recipe.md, session 26)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "vqa_by_order.py"
+
+
+def _size_gap():
+    spec = importlib.util.spec_from_file_location("vqa_by_order", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.size_gap
+
+
+def _obj(shape: str, size: str, x0: int, width: int) -> dict:
+    return {"shape": shape, "color": "red", "size": size, "box": [x0, 0, x0 + width, width]}
+
+
+def test_size_gap_is_the_width_gap_to_the_nearest_other_object_of_the_named_shape():
+    size_gap = _size_gap()
+    scene = {
+        "objects": [
+            _obj("heart", "small", 0, 30),
+            _obj("heart", "medium", 40, 37),
+            _obj("heart", "large", 80, 46),
+            _obj("star", "small", 0, 29),
+        ]
+    }
+    assert size_gap(scene, "What colour is the small heart?") == 7
+    assert size_gap(scene, "What colour is the large heart?") == 9
+    assert size_gap(scene, "What colour is the medium heart?") == 7
+    assert size_gap(scene, "What colour is the heart?") is None  # not named by size
+    assert size_gap(scene, "What colour is the small star?") is None  # no other star
