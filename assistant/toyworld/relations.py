@@ -28,7 +28,7 @@ REGIONS: tuple[tuple[str, ...], ...] = (
     ("bottom left", "bottom", "bottom right"),
 )
 REGION_ORDER: dict[str, int] = {name: i for i, name in enumerate(n for row in REGIONS for n in row)}
-_CLEAR_RATIO = 1.2  # area ratio for an unambiguous largest / smallest
+CLEAR_RATIO = 1.2  # area ratio for an unambiguous largest / smallest
 
 
 def relation(a: ObjectGT, b: ObjectGT) -> tuple[str, ...]:
@@ -66,7 +66,7 @@ def _extreme(objects: tuple[ObjectGT, ...], largest: bool) -> ObjectGT | None:
         return None
     ranked = sorted(objects, key=lambda o: o.area, reverse=largest)
     first, second = ranked[0].area, ranked[1].area
-    clear = first >= second * _CLEAR_RATIO if largest else second >= first * _CLEAR_RATIO
+    clear = first >= second * CLEAR_RATIO if largest else second >= first * CLEAR_RATIO
     return ranked[0] if clear else None
 
 

@@ -27,7 +27,16 @@ from .questions import (
     relation_question,
 )
 from .records import QA, Conversation, Record, TaskContext, WorldStats
-from .relations import counts_by_color, counts_by_shape, largest, region, relation, smallest, unique_name
+from .relations import (
+    CLEAR_RATIO,
+    counts_by_color,
+    counts_by_shape,
+    largest,
+    region,
+    relation,
+    smallest,
+    unique_name,
+)
 from .scene import Scene
 from .templates import phrase
 from .vocab import COLOR_NAMES, SHAPES, plural
@@ -371,22 +380,29 @@ def _color_size(scene: Scene, ctx: TaskContext) -> list[Record]:
     API the shipped model got every colour question that names its object by shape right (96 of 96) and 14 of 22
     that name it by size and shape ("What colour is the small heart?" beside a large one), and size questions 18 of
     56: size was never a focus task (docs/recipe.md, session 23)."""
-    turns = _keyed_colors(scene, ctx) + _size_turns(scene, ctx)
+    return _shuffled("color_size", scene, ctx, _keyed_colors, _size_turns)
+
+
+def _shuffled(task: str, scene: Scene, ctx: TaskContext, *makers: Callable) -> list[Record]:
+    """The turns of `makers` (in that order, each drawing from `ctx.rng`), shuffled into one conversation as `task`."""
+    turns = [qa for make in makers for qa in make(scene, ctx)]
     ctx.rng.shuffle(turns)
-    return [Conversation(scene.seed, tuple(turns), "color_size")] if turns else []
+    return [Conversation(scene.seed, tuple(turns), task)] if turns else []
 
 
 _color_size_detail = _detail_opened(_color_size, "detail_many", "color_size_detail")
 
 
 def _compare_turns(scene: Scene, ctx: TaskContext) -> list[QA]:
-    """For every shape the scene holds exactly twice, in two colours and clearly two sizes (area ratio 1.2, as
+    """For every shape the scene holds exactly twice, in two colours and clearly two sizes (`CLEAR_RATIO`, as
     "largest"), the colour of the larger or of the smaller one: relative size, which is all a question that names its
     object by size needs ("the small heart" beside a medium one is the smaller heart)."""
     turns = []
     for shape, n in counts_by_shape(scene).items():
+        if n != 2:
+            continue
         pair = sorted((o for o in scene.objects if o.shape == shape), key=lambda o: o.area)
-        if n != 2 or pair[0].color == pair[1].color or pair[1].area < pair[0].area * 1.2:
+        if pair[0].color == pair[1].color or pair[1].area < pair[0].area * CLEAR_RATIO:
             continue
         which, obj = ctx.rng.choice((("larger", pair[1]), ("smaller", pair[0])))
         turns.append(
@@ -405,9 +421,7 @@ def _color_size_compare(scene: Scene, ctx: TaskContext) -> list[Record]:
     that name their object by size 0.71, 0.79 even where the two objects' widths differ by more than 10 px; one epoch
     of this task after it took them to 0.83 (0.93 above 10 px), and stage 2c back to 0.77, as much as a third
     `color_size_detail` epoch with the tower at 0.3 kept (docs/recipe.md, session 26)."""
-    turns = _keyed_colors(scene, ctx) + _size_turns(scene, ctx) + _compare_turns(scene, ctx)
-    ctx.rng.shuffle(turns)
-    return [Conversation(scene.seed, tuple(turns), "color_size_compare")] if turns else []
+    return _shuffled("color_size_compare", scene, ctx, _keyed_colors, _size_turns, _compare_turns)
 
 
 _color_size_compare_detail = _detail_opened(_color_size_compare, "detail_many", "color_size_compare")
