@@ -326,13 +326,17 @@ def _detail_opened(inner: Callable, detail: str, task: str) -> Callable:
     return make
 
 
-def _one_in_six(first: Callable, rest: Callable) -> Callable:
-    """`first` for one scene in six, else `rest`: stage 2c's data after a focus stage on `first`."""
+def _one_in(n: int, first: Callable, rest: Callable) -> Callable:
+    """`first` for one scene in `n`, else `rest`: stage 2c's data after a focus stage on `first`."""
 
     def make(scene: Scene, ctx: TaskContext) -> list[Record]:
-        return first(scene, ctx) if ctx.rng.random() < 1 / 6 else rest(scene, ctx)
+        return first(scene, ctx) if ctx.rng.random() < 1 / n else rest(scene, ctx)
 
     return make
+
+
+def _one_in_six(first: Callable, rest: Callable) -> Callable:
+    return _one_in(6, first, rest)
 
 
 # `instruct_varied_all`, except that one scene in six gets a `position_all` conversation instead (taken from
@@ -431,8 +435,17 @@ _instruct_many_keyed = _one_in_six(
     _position_detail_many,
     _one_in_six(_detail_opened(_color_all, "detail_many", "color_detail"), _instruct_many_all),
 )
-# the same with `color_size_detail` for the colour conversation: stage 2c's data after a `color_size_detail` focus stage
+# `instruct_many_pos` with a conversation of the colour focus task for one scene in `n` of the rest: stage 2c's data
+# after that focus stage. `instruct_many_sized` (`color_size_detail`, one in six) gave back half of what a
+# `color_size_compare` epoch taught (colour by size 0.83 -> 0.77; docs/recipe.md, session 26); `instruct_many_compare`
+# keeps that task's own questions in 2c, `instruct_many_compare3` in twice the share
 _instruct_many_sized = _one_in_six(_position_detail_many, _one_in_six(_color_size_detail, _instruct_many_all))
+_instruct_many_compare = _one_in_six(
+    _position_detail_many, _one_in_six(_color_size_compare_detail, _instruct_many_all)
+)
+_instruct_many_compare3 = _one_in_six(
+    _position_detail_many, _one_in(3, _color_size_compare_detail, _instruct_many_all)
+)
 
 
 def _picked(task: str, choices: list[tuple[float, Callable]]) -> Callable:
@@ -580,6 +593,20 @@ TASKS: dict[str, TaskSpec] = {
             _instruct_many_sized,
             "instruct_many_keyed, with color_size_detail for its colour conversation (stage 2c's data after a "
             "color_size_detail focus stage).",
+        ),
+        TaskSpec(
+            "instruct_many_compare",
+            "conversation",
+            _instruct_many_compare,
+            "instruct_many_sized, with color_size_compare for its colour conversation (stage 2c's data after a "
+            "color_size_compare focus stage).",
+        ),
+        TaskSpec(
+            "instruct_many_compare3",
+            "conversation",
+            _instruct_many_compare3,
+            "instruct_many_compare, with its color_size_compare conversation for one scene in three of the rest "
+            "instead of one in six (an ablation).",
         ),
         TaskSpec(
             "sft_mix",

@@ -643,6 +643,25 @@ def test_instruct_many_sized_swaps_instruct_many_keyeds_colour_conversation_for_
     assert 0.08 < tasks["color_size_detail"] / len(convs) < 0.22
 
 
+@pytest.mark.parametrize(
+    ("task", "share"), [("instruct_many_compare", 5 / 36), ("instruct_many_compare3", 5 / 18)]
+)
+def test_instruct_many_compare_swaps_the_colour_conversation_for_color_size_compare_at_its_share(task, share):
+    convs = build_records(task, scenes("standard", 600), 0)
+    tasks = Counter(c.task for c in convs)
+    assert set(tasks) <= {"position_detail", "color_size_compare", "instruct_many", "count_all", "exists_all"}
+    assert 0.1 < tasks["position_detail"] / len(convs) < 0.25
+    assert abs(tasks["color_size_compare"] / len(convs) - share) < 0.06
+    compared = [
+        qa
+        for c in convs
+        if c.task == "color_size_compare"
+        for qa in c.turns
+        if "larger" in qa.question or "smaller" in qa.question
+    ]
+    assert compared and all(qa.task == "color" for qa in compared)
+
+
 def test_focus_mix_gives_each_scene_one_focus_conversation_by_weight():
     convs = build_records("focus_mix", scenes("standard", 400), 0)
     assert {c.task for c in convs} == {"focus_mix"}
