@@ -38,7 +38,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-# make toy-model: five recipe runs. The first (runs/toy): stages 0-3 with the shape-keyed focus phase (2b: every
+# make toy-model: six recipe runs. The first (runs/toy): stages 0-3 with the shape-keyed focus phase (2b: every
 # object's colour by its shape, 3 epochs; 2b2: where / is there / how many by shape, 1 epoch; 2b3: every shape and
 # colour counted, 1 epoch; 2b4: where every object is, 2 epochs, read from stage 0's place-aware patch tokens), 2c on
 # instruct_varied_all (600 steps) and GRPO (3b) beside DPO (docs/recipe.md, sessions 13-19). The second
@@ -50,8 +50,11 @@ lint: install
 # (runs/toy_sized) continues that 2c: 2b8, the colour and size of every object and the largest / smallest
 # (color_size_detail, 1 epoch), 2c on instruct_many_sized (that conversation in place of the colour one). The fifth
 # (runs/toy_sized2) continues that 2c: 2b9, color_size_detail again with the vision tower trainable at a tenth of
-# the learning rate (vision_lr_scale), 2c as before; its stage 2c is shipped, in float16, with no DPO or GRPO after
-# it: they no longer beat 2c through the API (sessions 21-24).
+# the learning rate (vision_lr_scale), 2c as before. The sixth (runs/toy_compare3) continues that 2c: 2b10, the
+# same turns plus the colour of the larger or smaller of two same-shape objects (color_size_compare, 1 epoch, the
+# tower at 0.3 of the rate), 2c on instruct_many_compare3 (that conversation for one scene in three of the rest;
+# session 27); its stage 2c is shipped, in float16, with no DPO or GRPO after it: they no longer beat 2c through the
+# API (sessions 21-24).
 # make toy-model CONNECTOR=qformer: the Q-Former variant in runs/toy_qformer (not installed; docs/connectors.md)
 CONNECTOR ?= mlp2x_gelu
 TOY_TAIL = --n_refresh 9600 --set sft_refresh.max_steps=600
@@ -63,7 +66,8 @@ else
 	$(BIN)/python -m training.recipe --no-install --workdir runs/toy_position --continue_from runs/toy/final_grpo --focus_task position_all:2,position_detail:1 --refresh_task instruct_many_pos $(TOY_TAIL) --ship sft
 	$(BIN)/python -m training.recipe --no-install --workdir runs/toy_keyed --continue_from runs/toy_position/final_sft --focus_task position_detail:1 --refresh_task instruct_many_keyed $(TOY_TAIL) --ship sft
 	$(BIN)/python -m training.recipe --no-install --workdir runs/toy_sized --continue_from runs/toy_keyed/final_sft --focus_task color_size_detail:1 --refresh_task instruct_many_sized $(TOY_TAIL) --ship sft
-	$(BIN)/python -m training.recipe --workdir runs/toy_sized2 --continue_from runs/toy_sized/final_sft --focus_task color_size_detail:1 --refresh_task instruct_many_sized $(TOY_TAIL) --set "sft_focus.train_parts=[vision_tower,connector,language_model]" --set sft_focus.vision_lr_scale=0.1 --ship sft
+	$(BIN)/python -m training.recipe --no-install --workdir runs/toy_sized2 --continue_from runs/toy_sized/final_sft --focus_task color_size_detail:1 --refresh_task instruct_many_sized $(TOY_TAIL) --set "sft_focus.train_parts=[vision_tower,connector,language_model]" --set sft_focus.vision_lr_scale=0.1 --ship sft
+	$(BIN)/python -m training.recipe --workdir runs/toy_compare3 --continue_from runs/toy_sized2/final_sft --focus_task color_size_compare:1 --refresh_task instruct_many_compare3 $(TOY_TAIL) --set "sft_focus.train_parts=[vision_tower,connector,language_model]" --set sft_focus.vision_lr_scale=0.3 --ship sft
 endif
 
 clean:
