@@ -438,13 +438,17 @@ _instruct_many_keyed = _one_in_six(
 # `instruct_many_pos` with a conversation of the colour focus task for one scene in `n` of the rest: stage 2c's data
 # after that focus stage. `instruct_many_sized` (`color_size_detail`, one in six) gave back half of what a
 # `color_size_compare` epoch taught (colour by size 0.83 -> 0.77; docs/recipe.md, session 26); `instruct_many_compare`
-# keeps that task's own questions in 2c, `instruct_many_compare3` in twice the share
+# keeps that task's own questions in 2c, `instruct_many_compare3` in twice the share, `instruct_many_compare2` in
+# three times
 _instruct_many_sized = _one_in_six(_position_detail_many, _one_in_six(_color_size_detail, _instruct_many_all))
 _instruct_many_compare = _one_in_six(
     _position_detail_many, _one_in_six(_color_size_compare_detail, _instruct_many_all)
 )
 _instruct_many_compare3 = _one_in_six(
     _position_detail_many, _one_in(3, _color_size_compare_detail, _instruct_many_all)
+)
+_instruct_many_compare2 = _one_in_six(
+    _position_detail_many, _one_in(2, _color_size_compare_detail, _instruct_many_all)
 )
 
 
@@ -606,6 +610,13 @@ TASKS: dict[str, TaskSpec] = {
             "conversation",
             _instruct_many_compare3,
             "instruct_many_compare, with its color_size_compare conversation for one scene in three of the rest "
+            "instead of one in six (an ablation).",
+        ),
+        TaskSpec(
+            "instruct_many_compare2",
+            "conversation",
+            _instruct_many_compare2,
+            "instruct_many_compare, with its color_size_compare conversation for one scene in two of the rest "
             "instead of one in six (an ablation).",
         ),
         TaskSpec(

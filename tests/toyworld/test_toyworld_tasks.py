@@ -644,7 +644,12 @@ def test_instruct_many_sized_swaps_instruct_many_keyeds_colour_conversation_for_
 
 
 @pytest.mark.parametrize(
-    ("task", "share"), [("instruct_many_compare", 5 / 36), ("instruct_many_compare3", 5 / 18)]
+    ("task", "share"),
+    [
+        ("instruct_many_compare", 5 / 36),
+        ("instruct_many_compare3", 5 / 18),
+        ("instruct_many_compare2", 5 / 12),
+    ],
 )
 def test_instruct_many_compare_swaps_the_colour_conversation_for_color_size_compare_at_its_share(task, share):
     convs = build_records(task, scenes("standard", 600), 0)
