@@ -610,7 +610,7 @@ TASKS: dict[str, TaskSpec] = {
             "conversation",
             _instruct_many_compare3,
             "instruct_many_compare, with its color_size_compare conversation for one scene in three of the rest "
-            "instead of one in six (an ablation).",
+            "instead of one in six (the shipped run's stage-2c data; it keeps colour by size through 2c).",
         ),
         TaskSpec(
             "instruct_many_compare2",
