@@ -429,27 +429,24 @@ def _color_size_compare(scene: Scene, ctx: TaskContext) -> list[Record]:
 
 
 _color_size_compare_detail = _detail_opened(_color_size_compare, "detail_many", "color_size_compare")
-# `instruct_many_pos` with a `color_all` conversation (opened by a description half the time) for one scene in six
-# of the rest: stage 2c had no question that finds an object by its shape to ask its colour
-_instruct_many_keyed = _one_in_six(
-    _position_detail_many,
-    _one_in_six(_detail_opened(_color_all, "detail_many", "color_detail"), _instruct_many_all),
-)
-# `instruct_many_pos` with a conversation of the colour focus task for one scene in `n` of the rest: stage 2c's data
-# after that focus stage. `instruct_many_sized` (`color_size_detail`, one in six) gave back half of what a
-# `color_size_compare` epoch taught (colour by size 0.83 -> 0.77; docs/recipe.md, session 26); `instruct_many_compare`
-# keeps that task's own questions in 2c, `instruct_many_compare3` in twice the share, `instruct_many_compare2` in
-# three times
-_instruct_many_sized = _one_in_six(_position_detail_many, _one_in_six(_color_size_detail, _instruct_many_all))
-_instruct_many_compare = _one_in_six(
-    _position_detail_many, _one_in_six(_color_size_compare_detail, _instruct_many_all)
-)
-_instruct_many_compare3 = _one_in_six(
-    _position_detail_many, _one_in(3, _color_size_compare_detail, _instruct_many_all)
-)
-_instruct_many_compare2 = _one_in_six(
-    _position_detail_many, _one_in(2, _color_size_compare_detail, _instruct_many_all)
-)
+
+
+def _instruct_many_with(colour: Callable, n: int = 6) -> Callable:
+    """`instruct_many_pos` with the `colour` conversation for one scene in `n` of the rest (those not given a
+    `position_detail` one): stage 2c's data after a colour focus stage."""
+    return _one_in_six(_position_detail_many, _one_in(n, colour, _instruct_many_all))
+
+
+# a `color_all` conversation (opened by a description half the time): stage 2c had no question that finds an object
+# by its shape to ask its colour
+_instruct_many_keyed = _instruct_many_with(_detail_opened(_color_all, "detail_many", "color_detail"))
+# `instruct_many_sized` (`color_size_detail`, one in six) gave back half of what a `color_size_compare` epoch taught
+# (colour by size 0.83 -> 0.77; docs/recipe.md, session 26); `instruct_many_compare` keeps that task's own questions
+# in 2c, `instruct_many_compare3` in twice the share (shipped, session 27), `instruct_many_compare2` in three times
+_instruct_many_sized = _instruct_many_with(_color_size_detail)
+_instruct_many_compare = _instruct_many_with(_color_size_compare_detail)
+_instruct_many_compare3 = _instruct_many_with(_color_size_compare_detail, 3)
+_instruct_many_compare2 = _instruct_many_with(_color_size_compare_detail, 2)
 
 
 def _picked(task: str, choices: list[tuple[float, Callable]]) -> Callable:
