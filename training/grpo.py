@@ -35,7 +35,7 @@ from training.common import (
     save_final,
 )
 from training.data import load_prompt_dataset, load_sft_dataset
-from training.rewards import grpo_reward_functions
+from training.rewards import answer_reward, grpo_reward_functions, object_precision_recall
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,13 @@ class GRPOScriptArgs(DataArgs):
             "relation_weight, two wrong relations cost more than one."
         },
     )
+    object_penalty: float = field(
+        default=0.0,
+        metadata={
+            "help": "Descriptions: share of the reward lost per mention of an object the scene lacks (0-1; 0: off). "
+            "Precision alone charges an invented object little beside a wrong relation sentence (session 28)."
+        },
+    )
     charge_unended: bool = field(
         default=False,
         metadata={
@@ -101,6 +108,15 @@ class GRPOScriptArgs(DataArgs):
         metadata={"help": "Weight of the anchor's supervised loss (0: off, anchor_dataset unread)."},
     )
     anchor_batch_size: int = field(default=4, metadata={"help": "Anchor conversations per step."})
+    hard_samples: int = field(
+        default=0,
+        metadata={
+            "help": "Before training, sample this many answers per prompt from the starting model (at the run's "
+            "temperature and completion length) and train only on the prompts where one of them errs: a "
+            "description that names an object the scene lacks, a short answer the evals score wrong (0: every "
+            "prompt). The kept prompts are written to output_dir/hard_prompts.json, which a resumed run reads."
+        },
+    )
 
 
 class AtomicGRPOTrainer(AtomicCheckpointMixin, GRPOTrainer):
@@ -226,6 +242,8 @@ def main(
         log.info(
             "anchor off (anchor_weight 0): %s is not read; set anchor_weight to use it", script.anchor_dataset
         )
+    if script.hard_samples > 0:
+        dataset = hard_prompts(model, processor, dataset, script.hard_samples, train)
     if reward_funcs is None:
         reward_funcs = grpo_reward_functions(
             script.recall_weight,
@@ -233,6 +251,7 @@ def main(
             script.relation_weight,
             script.claim_penalty,
             end_ids(model, processor) if script.charge_unended else (),
+            script.object_penalty,
         )
         train.reward_weights = [1.0, script.format_weight]
     train.remove_unused_columns = False  # the rewards read the ground-truth columns
@@ -255,6 +274,76 @@ def main(
     plot_rewards(trainer.state.log_history, Path(train.output_dir) / "reward_curve.png")
     log.info("stage 3b (GRPO) done: %s (%d prompts, %d skipped)", out, report.kept, report.skipped)
     return out
+
+
+def errs(completion: str, truth: dict) -> bool:
+    """Whether one answer errs: a description that mentions an object the scene lacks (precision < 1), a short
+    answer the evals' parser scores below full credit."""
+    if truth["answer_type"] == "free":
+        return object_precision_recall(completion, [tuple(o) for o in truth["objects"]])[0] < 1.0
+    return answer_reward(completion, truth["answer"], truth["answer_type"]) < 1.0
+
+
+def hard_prompts(model, processor, dataset, samples: int, train: GRPOConfig):
+    """The prompts of `dataset` where one of `samples` answers the model samples errs (`errs`). A prompt whose every
+    answer is right gives the group nothing to rank on hallucination; the selection is saved to
+    output_dir/hard_prompts.json and read back on resume, so a resumed run trains on the same prompts."""
+    import json
+
+    from tqdm import tqdm
+
+    from assistant.inference import normalize_messages
+
+    saved = Path(train.output_dir) / "hard_prompts.json"
+    if saved.is_file():
+        kept = json.loads(saved.read_text())["kept"]
+        log.info("hard prompts: %d of %d, read from %s", len(kept), len(dataset), saved)
+        return dataset.select(kept)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    torch.manual_seed(train.seed)
+    kept, wrong = [], 0
+    was_training = model.training
+    model.eval()
+    for i, row in enumerate(tqdm(dataset, desc=f"hard prompts ({samples} answers each)", unit="prompt")):
+        messages, images = normalize_messages(row["prompt"], row["images"])
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        inputs = processor(images=images or None, text=[text], return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            ids = model.generate(
+                **inputs,
+                do_sample=True,
+                temperature=train.temperature,
+                max_new_tokens=train.max_completion_length,
+                num_return_sequences=samples,
+            )
+        answers = tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        truth = {
+            "answer": row["answer"],
+            "answer_type": row["answer_type"],
+            "objects": json.loads(row["objects"]),
+        }
+        bad = sum(errs(answer, truth) for answer in answers)
+        wrong += bad
+        if bad:
+            kept.append(i)
+    model.train(was_training)
+    if not kept:
+        raise ConfigError(
+            f"none of {len(dataset)} prompts got a wrong answer in {samples} samples: nothing to train on; "
+            "set hard_samples 0 or give harder prompts"
+        )
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(
+        json.dumps({"samples": samples, "of": len(dataset), "wrong_answers": wrong, "kept": kept})
+    )
+    log.info(
+        "hard prompts: %d of %d (%d of %d sampled answers err)",
+        len(kept),
+        len(dataset),
+        wrong,
+        samples * len(dataset),
+    )
+    return dataset.select(kept)
 
 
 def plot_rewards(history: list[dict], path: Path) -> Path | None:

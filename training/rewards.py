@@ -92,6 +92,7 @@ def description_reward(
     relation_weight: float = 0.0,
     claim_penalty: float = 0.0,
     texts: Sequence[str] | None = None,
+    object_penalty: float = 0.0,
 ) -> float:
     """(1 - w) * precision + w * recall, in [0, 1], times (1 - count_penalty) when the description states a wrong
     number of objects. An empty scene rewards mentioning nothing; a description that mentions nothing in a scene
@@ -106,7 +107,13 @@ def description_reward(
     None: not checked). Under the share above one wrong relation and two cost the same, so a model that cannot
     place objects has no reason to state fewer of them; under the penalty every wrong one costs and right ones cost
     nothing. Texts are checked because a model charged for its relations alone learnt to close its descriptions
-    with an invented 'The number "21" is written on the right.' instead (session 16)."""
+    with an invented 'The number "21" is written on the right.' instead (session 16).
+
+    With `object_penalty` q > 0, each mention of an object the scene lacks (CHAIR's hallucination: a shape it does
+    not have, or a colour no object of that shape has) multiplies the reward by (1 - q). Under precision alone one
+    invented object among five mentions costs 0.2 x (1 - recall_weight), less than one wrong relation sentence
+    does under relation_weight, so the group's spread, and with it the gradient, is mostly about relations
+    (session 28)."""
     precision, recall, mentions = object_precision_recall(text, objects)
     if not objects:
         reward = 1.0 if mentions == 0 else 0.0
@@ -116,6 +123,7 @@ def description_reward(
         count = stated_count(text)
         factor = 1.0 - count_penalty if count is not None and count != len(objects) else 1.0
         reward = factor * ((1.0 - recall_weight) * precision + recall_weight * recall)
+        reward *= (1.0 - object_penalty) ** round(mentions * (1.0 - precision))
     if layout and (relation_weight > 0 or claim_penalty > 0):
         right, stated = relation_accuracy(text, layout)
         if stated:
@@ -144,6 +152,7 @@ def grounded_reward(
     count_penalty: float = 0.0,
     relation_weight: float = 0.0,
     claim_penalty: float = 0.0,
+    object_penalty: float = 0.0,
 ) -> float:
     """The reward of one completion for its prompt's ground truth (`truth`, one row's columns; `layout` and `texts`
     optional)."""
@@ -157,6 +166,7 @@ def grounded_reward(
             relation_weight,
             claim_penalty,
             truth.get("texts"),
+            object_penalty,
         )
     return answer_reward(completion, truth["answer"], truth["answer_type"])
 
@@ -177,13 +187,15 @@ def grpo_reward_functions(
     relation_weight: float = 0.0,
     claim_penalty: float = 0.0,
     end_ids: Collection[int] = (),
+    object_penalty: float = 0.0,
 ) -> list[Callable]:
     """[grounded, format] in TRL's signature: f(prompts, completions, **columns) -> list[float]. The dataset's
     ground-truth columns `answer`, `answer_type`, `objects` and `layout` (JSON) come in as keyword lists;
     `recall_weight` is the descriptions' weight of object recall against precision, `count_penalty` the share of a
     description's reward lost when it states a wrong number of objects, `relation_weight` the weight of its
     relation sentences being right (rows with an empty layout: not checked), `claim_penalty` the share lost per wrong
-    relation or invented text (the `texts` column, JSON; null: not checked). `end_ids`: the tokens that end an
+    relation or invented text (the `texts` column, JSON; null: not checked), `object_penalty` the share lost per
+    invented object. `end_ids`: the tokens that end an
     answer (EOS, pad); given, the format reward scores an answer whose last token is none of them (TRL's
     `completion_ids`: cut at the length limit) -1 (empty: not checked)."""
     for name, value in (
@@ -191,6 +203,7 @@ def grpo_reward_functions(
         ("count_penalty", count_penalty),
         ("relation_weight", relation_weight),
         ("claim_penalty", claim_penalty),
+        ("object_penalty", object_penalty),
     ):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be between 0 and 1, got {value}")
@@ -214,6 +227,7 @@ def grpo_reward_functions(
                 count_penalty,
                 relation_weight,
                 claim_penalty,
+                object_penalty,
             )
             for c, a, t, o, g, x in zip(
                 completions, answer, answer_type, objects, layouts, texts, strict=True

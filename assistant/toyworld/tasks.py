@@ -431,6 +431,20 @@ def _color_size_compare(scene: Scene, ctx: TaskContext) -> list[Record]:
 _color_size_compare_detail = _detail_opened(_color_size_compare, "detail_many", "color_size_compare")
 
 
+def _crowded(inner: Callable, least: int = 4) -> Callable:
+    """`inner`'s conversations for scenes of `least` objects or more, none for the rest. Through the API every colour
+    question the shipped model missed in scenes of four or more objects named its object by size (46 of 50 right;
+    docs/recipe.md, session 27)."""
+
+    def make(scene: Scene, ctx: TaskContext) -> list[Record]:
+        return inner(scene, ctx) if len(scene.objects) >= least else []
+
+    return make
+
+
+_color_size_compare_crowded = _crowded(_color_size_compare_detail)
+
+
 def _instruct_many_with(colour: Callable, n: int = 6) -> Callable:
     """`instruct_many_pos` with the `colour` conversation for one scene in `n` of the rest (those not given a
     `position_detail` one): stage 2c's data after a colour focus stage."""
@@ -681,6 +695,12 @@ TASKS: dict[str, TaskSpec] = {
             _color_size_compare_detail,
             "color_size_detail's turns and, for every shape held twice in two colours and two clear sizes, the colour "
             "of the larger or the smaller one (a focus task).",
+        ),
+        TaskSpec(
+            "color_size_compare_crowded",
+            "conversation",
+            _color_size_compare_crowded,
+            "color_size_compare for the scenes of four or more objects only; none for the rest (a focus task).",
         ),
         TaskSpec(
             "focus_mix",

@@ -689,6 +689,14 @@ def test_focus_mix_gives_each_scene_one_focus_conversation_by_weight():
     assert 0.08 < share["keyed"] < 0.25 and 0.08 < share["count_all"] < 0.25
 
 
+def test_color_size_compare_crowded_asks_color_size_compare_of_scenes_of_four_or_more_objects_only():
+    crowded = build_records("color_size_compare_crowded", scenes("standard", 300), 0)
+    seeds = {s.seed: s for s in scenes("standard", 300)}
+    assert crowded and {c.task for c in crowded} == {"color_size_compare"}
+    assert all(len(seeds[c.scene_seed].objects) >= 4 for c in crowded)
+    assert {c.scene_seed for c in crowded} == {s for s, scene in seeds.items() if len(scene.objects) >= 4}
+
+
 def test_color_size_compare_adds_the_colour_of_the_larger_or_smaller_of_two_same_shape_objects():
     convs = build_records("color_size_compare", scenes(), 0)
     plain = {c.scene_seed: c for c in build_records("color_size_detail", scenes(), 0)}

@@ -199,3 +199,36 @@ def test_relation_weight_needs_prompts_with_a_layout(tmp_path, rl_data, tiny_mod
                 grpo_config(tmp_path / "norel", max_steps=1),
                 ModelConfig(model_name_or_path=str(tiny_model_dir)),
             )
+
+
+def test_errs_marks_invented_objects_and_wrong_short_answers():
+    scene = {"answer": "", "answer_type": "free", "objects": [["red", "star"], ["blue", "cross"]]}
+    assert not grpo.errs("A red star and a blue cross.", scene)
+    assert not grpo.errs("A red star.", scene)  # naming fewer is not an error here, recall is the reward's
+    assert grpo.errs("A red star, a blue cross and a green heart.", scene)
+    assert grpo.errs("A blue star and a blue cross.", scene)  # a colour no star has
+    assert not grpo.errs("Yes.", {"answer": "Yes", "answer_type": "yes_no", "objects": []})
+    assert grpo.errs("No.", {"answer": "Yes", "answer_type": "yes_no", "objects": []})
+
+
+def test_hard_samples_trains_on_the_prompts_where_a_sampled_answer_errs_and_a_resume_reads_them_back(
+    tmp_path, rl_data, tiny_model_dir, caplog
+):
+    args = grpo.GRPOScriptArgs(dataset=str(rl_data), hard_samples=2)
+    model_args = ModelConfig(model_name_or_path=str(tiny_model_dir))
+    out = grpo.main(
+        args, grpo_config(tmp_path / "first", max_steps=1, temperature=1.0), model_args, [e_share]
+    )
+    saved = json.loads((out / "hard_prompts.json").read_text())
+    rows = [json.loads(line) for line in (rl_data / "prompts.jsonl").read_text().splitlines()]
+    assert (saved["samples"], saved["of"]) == (2, len(rows))
+    assert saved["kept"] == sorted(set(saved["kept"])) and 0 < saved["wrong_answers"] <= 2 * len(rows)
+    # an untrained model answers no short question right, so every one of them is kept
+    short = {i for i, row in enumerate(rows) if row.get("answer_type", "free") != "free"}
+    assert short and short <= set(saved["kept"])
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "hard_prompts.json").write_text(json.dumps({**saved, "kept": saved["kept"][:1]}))
+    with caplog.at_level("INFO", logger="training.grpo"):
+        grpo.main(args, grpo_config(again, max_steps=1, temperature=1.0), model_args, [e_share])
+    assert f"hard prompts: 1 of {len(rows)}, read from" in caplog.text

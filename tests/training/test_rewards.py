@@ -208,6 +208,28 @@ def test_claim_penalty_charges_every_wrong_relation_and_no_right_one():
         grpo_reward_functions(claim_penalty=1.5)
 
 
+def test_object_penalty_charges_every_invented_object_and_nothing_else():
+    good = "The image shows a red star, a blue cross and a blue circle."
+    one = "The image shows a red star, a blue cross, a blue circle and a green heart."
+    two = "The image shows a red star, a blue cross, a blue circle, a green heart and a pink square."
+    plain = {t: description_reward(t, SCENE) for t in (good, one, two)}
+    charged = {t: description_reward(t, SCENE, object_penalty=0.3) for t in (good, one, two)}
+    assert charged[good] == plain[good] == 1.0
+    assert charged[one] == pytest.approx(0.7 * plain[one])
+    assert charged[two] == pytest.approx(0.49 * plain[two])
+    wrong_colour = "The image shows a green star, a blue cross and a blue circle."  # CHAIR's colour error
+    assert description_reward(wrong_colour, SCENE, object_penalty=0.3) == pytest.approx(
+        0.7 * description_reward(wrong_colour, SCENE)
+    )
+    grounded, _ = grpo_reward_functions(object_penalty=0.3)
+    scored = grounded(
+        prompts=[None], completions=[one], answer=[""], answer_type=["free"], objects=[json.dumps(SCENE)]
+    )
+    assert scored == [pytest.approx(charged[one])]
+    with pytest.raises(ValueError, match="object_penalty must be between 0 and 1"):
+        grpo_reward_functions(object_penalty=-0.1)
+
+
 def test_claim_penalty_charges_invented_text_when_the_scene_texts_are_known():
     layout = layout_objects(LAYOUT)
     invented = f'{LISTED} The number "21" is written on the right.'
