@@ -508,20 +508,28 @@ def _rl_detail_count_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     return _rl_detail_prompt(scene, ctx)
 
 
-def _rl_detail_mix_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
-    """A detailed description for three scenes in five, else one short question of `instruct`'s skills (text
-    reading left out: its answers are free text), scored exactly. GRPO on descriptions alone moves short answers too
-    (existence and POPE F1 fell in every arm that cut CHAIR_i by half; docs/recipe.md); the short questions reward
+def _rl_detail_mix_prompt(
+    scene: Scene, ctx: TaskContext, detail: Callable = _rl_detail_prompt
+) -> list[Record]:
+    """A detailed description (`detail`) for three scenes in five, else one short question of `instruct`'s skills
+    (text reading left out: its answers are free text), scored exactly. GRPO on descriptions alone moves short answers
+    too (existence and POPE F1 fell in every arm that cut CHAIR_i by half; docs/recipe.md); the short questions reward
     keeping them right while the descriptions change. `rl_detail_count` did this for counting alone."""
     rng = ctx.rng
     if rng.random() < 0.6:
-        return _rl_detail_prompt(scene, ctx)
+        return detail(scene, ctx)
     skills = [s for s in _MIX if s != "ocr"]
     for _ in range(8):
         qa = SKILLS[rng.choices(skills, [_MIX[s] for s in skills])[0]](scene, ctx)
         if qa is not None and qa.answer_type != "free":
             return [Conversation(scene.seed, (qa,), "rl")]
-    return _rl_detail_prompt(scene, ctx)
+    return detail(scene, ctx)
+
+
+def _rl_detail_varied_mix_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`rl_detail_mix` with its descriptions asked in `rl_detail_varied`'s phrasings (the recipe's RL prompts): through
+    the API GRPO on descriptions alone cost counting, position and POPE F1 (session 28, docs/recipe.md)."""
+    return _rl_detail_mix_prompt(scene, ctx, _rl_detail_varied_prompt)
 
 
 def _rl_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
@@ -762,6 +770,12 @@ TASKS: dict[str, TaskSpec] = {
             _rl_detail_mix_prompt,
             "RL prompts: a detailed description for three scenes in five, else a short question of instruct's "
             "skills (no reading).",
+        ),
+        TaskSpec(
+            "rl_detail_varied_mix",
+            "prompt",
+            _rl_detail_varied_mix_prompt,
+            "RL prompts: rl_detail_mix with its descriptions asked in rl_detail_varied's 12 phrasings.",
         ),
         TaskSpec("multiturn", "conversation", _mixed("multiturn", 3, 6), "Follow-up questions, 3-6 turns."),
         TaskSpec("detail", "conversation", _single("detail"), "Detailed descriptions."),

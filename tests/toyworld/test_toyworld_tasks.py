@@ -284,13 +284,20 @@ def test_rl_detail_count_mixes_counting_questions_into_descriptions():
     assert all(qa.answer_type == "number" and qa.answer.isdigit() for qa in counts)  # the reward parses it
 
 
-def test_rl_detail_mix_asks_descriptions_and_short_questions_with_exact_answers():
-    turns = _turns("rl_detail_mix")
+@pytest.mark.parametrize(
+    ("task", "phrasings"), [("rl_detail_mix", "detail"), ("rl_detail_varied_mix", "detail_varied")]
+)
+def test_rl_detail_mix_asks_descriptions_and_short_questions_with_exact_answers(task, phrasings):
+    from evals.config import CHAIR_PROMPT
+
+    turns = _turns(task)
     short = [qa for _, qa in turns if qa.task != "detail"]
     assert len(turns) == len(scenes())
     assert 0.25 * len(turns) <= len(short) <= 0.55 * len(turns)
     assert {qa.task for qa in short} >= {"existence", "color", "count"}
     assert all(qa.answer_type != "free" and qa.task != "ocr" for qa in short)  # the reward parses each
+    asked = {qa.question for _, qa in turns if qa.task == "detail"}
+    assert asked <= set(TEMPLATES[phrasings]) and CHAIR_PROMPT not in asked
 
 
 def test_instruct_dense_asks_many_questions_per_image_including_text_free_ocr():
