@@ -58,11 +58,13 @@ lint: install
 # make toy-model CONNECTOR=qformer: the Q-Former variant in runs/toy_qformer (not installed; docs/connectors.md)
 CONNECTOR ?= mlp2x_gelu
 TOY_TAIL = --n_refresh 9600 --set sft_refresh.max_steps=600
+# the first run's GRPO as it was built (configs/toy/grpo.yaml changed in session 28; its model starts the chain)
+GRPO_BEFORE_28 = --set grpo.object_penalty=0 --set grpo.hard_samples=0 --set grpo.anchor_weight=0 --set grpo.max_steps=200
 toy-model: install
 ifeq ($(CONNECTOR),qformer)
 	$(BIN)/python -m training.recipe --connector qformer --workdir runs/toy_qformer
 else
-	$(BIN)/python -m training.recipe --no-install --focus_task color_all:3,keyed:1,count_all:1,region_all:2 --refresh_task instruct_varied_all $(TOY_TAIL) --rl_task rl_detail_varied --grpo --ship grpo
+	$(BIN)/python -m training.recipe --no-install --focus_task color_all:3,keyed:1,count_all:1,region_all:2 --refresh_task instruct_varied_all $(TOY_TAIL) --rl_task rl_detail_varied --grpo --ship grpo $(GRPO_BEFORE_28)
 	$(BIN)/python -m training.recipe --no-install --workdir runs/toy_position --continue_from runs/toy/final_grpo --focus_task position_all:2,position_detail:1 --refresh_task instruct_many_pos $(TOY_TAIL) --ship sft
 	$(BIN)/python -m training.recipe --no-install --workdir runs/toy_keyed --continue_from runs/toy_position/final_sft --focus_task position_detail:1 --refresh_task instruct_many_keyed $(TOY_TAIL) --ship sft
 	$(BIN)/python -m training.recipe --no-install --workdir runs/toy_sized --continue_from runs/toy_keyed/final_sft --focus_task color_size_detail:1 --refresh_task instruct_many_sized $(TOY_TAIL) --ship sft

@@ -328,10 +328,13 @@ def hard_prompts(model, processor, dataset, samples: int, train: GRPOConfig):
             kept.append(i)
     model.train(was_training)
     if not kept:
-        raise ConfigError(
-            f"none of {len(dataset)} prompts got a wrong answer in {samples} samples: nothing to train on; "
-            "set hard_samples 0 or give harder prompts"
+        log.warning(
+            "hard prompts: none of %d prompts got a wrong answer in %d samples, so there is nothing to select on; "
+            "training on all of them (give harder prompts, or set hard_samples 0 to skip the sampling)",
+            len(dataset),
+            samples,
         )
+        kept = list(range(len(dataset)))
     saved.parent.mkdir(parents=True, exist_ok=True)
     saved.write_text(
         json.dumps({"samples": samples, "of": len(dataset), "wrong_answers": wrong, "kept": kept})
