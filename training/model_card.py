@@ -189,7 +189,8 @@ alone for several epochs (several tasks: stages 2b, 2b2, ... one after another),
 `--refresh_task`, that task's data: `instruct_train` also asks "is there any text?" of text-free scenes); the
 stages below start from 2c. Stage 3 (`dpo.yaml`): DPO with LoRA on grounded vs hallucinated
 answers, merged (`training/merge.py`). With `--grpo`, stage 3b (`grpo.yaml`): GRPO with LoRA from stage 2 (2c) on
-toy-world prompts, rewarded by the scenes' ground truth (`training/rewards.py`, relation sentences included), merged
+toy-world prompts, rewarded by the scenes' ground truth (`training/rewards.py`, relation sentences included; grpo.yaml
+charges each invented object, trains on the prompts where sampled answers erred and anchors stage 2c's short answers), merged
 into `final_grpo`. With `--ship sft` neither runs: the last supervised stage is shipped, in float16, as `final_sft`
 (the recipe arguments below say which was shipped).
 Ablations behind these choices: docs/recipe.md.
