@@ -17,15 +17,18 @@ ground truth they were trained on while the descriptions move.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 from transformers import TrainerCallback, set_seed
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 
 from assistant.errors import ConfigError
+from assistant.inference import normalize_messages
 from training.common import (
     AtomicCheckpointMixin,
     DataArgs,
@@ -288,12 +291,6 @@ def hard_prompts(model, processor, dataset, samples: int, train: GRPOConfig):
     """The prompts of `dataset` where one of `samples` answers the model samples errs (`errs`). A prompt whose every
     answer is right gives the group nothing to rank on hallucination; the selection is saved to
     output_dir/hard_prompts.json and read back on resume, so a resumed run trains on the same prompts."""
-    import json
-
-    from tqdm import tqdm
-
-    from assistant.inference import normalize_messages
-
     saved = Path(train.output_dir) / "hard_prompts.json"
     if saved.is_file():
         kept = json.loads(saved.read_text())["kept"]
