@@ -28,7 +28,7 @@ from transformers import TrainerCallback, set_seed
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
 
 from assistant.errors import ConfigError
-from assistant.inference import normalize_messages
+from assistant.inference import Assistant
 from training.common import (
     AtomicCheckpointMixin,
     DataArgs,
@@ -38,7 +38,7 @@ from training.common import (
     save_final,
 )
 from training.data import load_prompt_dataset, load_sft_dataset
-from training.rewards import answer_reward, grpo_reward_functions, object_precision_recall
+from training.rewards import answer_errs, grpo_reward_functions
 
 log = logging.getLogger(__name__)
 
@@ -279,16 +279,8 @@ def main(
     return out
 
 
-def errs(completion: str, truth: dict) -> bool:
-    """Whether one answer errs: a description that mentions an object the scene lacks (precision < 1), a short
-    answer the evals' parser scores below full credit."""
-    if truth["answer_type"] == "free":
-        return object_precision_recall(completion, [tuple(o) for o in truth["objects"]])[0] < 1.0
-    return answer_reward(completion, truth["answer"], truth["answer_type"]) < 1.0
-
-
 def hard_prompts(model, processor, dataset, samples: int, train: GRPOConfig):
-    """The prompts of `dataset` where one of `samples` answers the model samples errs (`errs`). A prompt whose every
+    """The prompts of `dataset` where one of `samples` answers the model samples errs (`answer_errs`). A prompt whose every
     answer is right gives the group nothing to rank on hallucination; the selection is saved to
     output_dir/hard_prompts.json and read back on resume, so a resumed run trains on the same prompts."""
     saved = Path(train.output_dir) / "hard_prompts.json"
@@ -296,15 +288,12 @@ def hard_prompts(model, processor, dataset, samples: int, train: GRPOConfig):
         kept = json.loads(saved.read_text())["kept"]
         log.info("hard prompts: %d of %d, read from %s", len(kept), len(dataset), saved)
         return dataset.select(kept)
-    tokenizer = getattr(processor, "tokenizer", processor)
     torch.manual_seed(train.seed)
     kept, wrong = [], 0
     was_training = model.training
-    model.eval()
+    assistant = Assistant(model, processor)  # the served prompt format; puts the model in eval mode
     for i, row in enumerate(tqdm(dataset, desc=f"hard prompts ({samples} answers each)", unit="prompt")):
-        messages, images = normalize_messages(row["prompt"], row["images"])
-        text = processor.apply_chat_template(messages, add_generation_prompt=True)
-        inputs = processor(images=images or None, text=[text], return_tensors="pt").to(model.device)
+        inputs = assistant.prepare(row["prompt"], row["images"])
         with torch.inference_mode():
             ids = model.generate(
                 **inputs,
@@ -313,13 +302,15 @@ def hard_prompts(model, processor, dataset, samples: int, train: GRPOConfig):
                 max_new_tokens=train.max_completion_length,
                 num_return_sequences=samples,
             )
-        answers = tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        answers = assistant.tokenizer.batch_decode(
+            ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
         truth = {
             "answer": row["answer"],
             "answer_type": row["answer_type"],
             "objects": json.loads(row["objects"]),
         }
-        bad = sum(errs(answer, truth) for answer in answers)
+        bad = sum(answer_errs(answer, truth) for answer in answers)
         wrong += bad
         if bad:
             kept.append(i)

@@ -171,6 +171,15 @@ def grounded_reward(
     return answer_reward(completion, truth["answer"], truth["answer_type"])
 
 
+def answer_errs(completion: str, truth: dict) -> bool:
+    """Whether one answer errs for its prompt's ground truth (`truth` as `grounded_reward` reads it): a description
+    that mentions an object the scene lacks (precision < 1), a short answer the evals' parser scores below full
+    credit. GRPO's `hard_samples` keeps the prompts where a sampled answer errs."""
+    if truth["answer_type"] == "free":
+        return object_precision_recall(completion, [tuple(o) for o in truth["objects"]])[0] < 1.0
+    return answer_reward(completion, truth["answer"], truth["answer_type"]) < 1.0
+
+
 def _text(completion) -> str:
     """TRL passes a string, or for conversational prompts a list of messages whose last one is the answer."""
     if isinstance(completion, str):

@@ -8,6 +8,7 @@ import pytest
 
 from assistant.toyworld.relations import layout_objects, relation_accuracy, text_accuracy
 from training.rewards import (
+    answer_errs,
     answer_reward,
     description_reward,
     format_reward,
@@ -260,3 +261,13 @@ def test_claim_penalty_charges_invented_text_when_the_scene_texts_are_known():
     assert grounded(
         prompts=[None], completions=[invented], layout=layouts[:1], **{k: v[:1] for k, v in columns.items()}
     ) == [1.0]
+
+
+def test_answer_errs_marks_invented_objects_and_wrong_short_answers():
+    scene = {"answer": "", "answer_type": "free", "objects": [["red", "star"], ["blue", "cross"]]}
+    assert not answer_errs("A red star and a blue cross.", scene)
+    assert not answer_errs("A red star.", scene)  # naming fewer is not an error here, recall is the reward's
+    assert answer_errs("A red star, a blue cross and a green heart.", scene)
+    assert answer_errs("A blue star and a blue cross.", scene)  # a colour no star has
+    assert not answer_errs("Yes.", {"answer": "Yes", "answer_type": "yes_no", "objects": []})
+    assert answer_errs("No.", {"answer": "Yes", "answer_type": "yes_no", "objects": []})
