@@ -6,6 +6,9 @@ machine 1 and 2 threads answer alike, and with the second core busy with anythin
 for it at every barrier (issue 18 measured 24x slower answers; benchmarks/RESULTS.md has the figures). So:
 
     threads = 1                                   for a model under SMALL_MODEL_PARAMS parameters
+    threads = the CPUs idle when training starts  for such a model in training (batches of 16 conversations split
+                                                  well: 1.6x faster on 2 idle cores, 1.5x slower if the other
+                                                  core is busy, so only idle cores are taken)
     threads = the CPUs this process may use       otherwise: its affinity set, cut to its cgroup CPU quota
 
     choose_threads(params=3_000_000)              # -> ThreadChoice(threads=1, reason="...")
@@ -75,10 +78,41 @@ def env_threads(env: dict[str, str] | None = None) -> int | None:
     return int(omp) if omp.isdigit() and int(omp) > 0 else None
 
 
+def cpu_times(stat_text: str) -> tuple[float, float]:
+    """(idle, total) jiffies of every CPU together, from the text of /proc/stat (its first `cpu ` line)."""
+    for line in stat_text.splitlines():
+        if line.startswith("cpu "):
+            fields = [float(x) for x in line.split()[1:9]]  # user nice system idle iowait irq softirq steal
+            return fields[3] + fields[4], sum(fields)
+    raise ValueError("no aggregate 'cpu ' line in /proc/stat")
+
+
+def idle_cpus(seconds: float = 0.5, stat: Path = Path("/proc/stat")) -> float | None:
+    """How many CPUs other processes leave idle, measured over `seconds` (this process sleeps meanwhile); None
+    where /proc/stat cannot be read (not Linux)."""
+    import time
+
+    try:
+        idle0, total0 = cpu_times(stat.read_text())
+        time.sleep(seconds)
+        idle1, total1 = cpu_times(stat.read_text())
+    except (OSError, ValueError):
+        return None
+    if total1 <= total0:
+        return None
+    return (os.cpu_count() or 1) * (idle1 - idle0) / (total1 - total0)
+
+
 def choose_threads(
-    params: int, requested: int = 0, cpus: int | None = None, env: dict[str, str] | None = None
+    params: int,
+    requested: int = 0,
+    cpus: int | None = None,
+    env: dict[str, str] | None = None,
+    training: bool = False,
+    idle: float | None = None,
 ) -> ThreadChoice:
-    """The rule above. `requested` > 0 wins, then OMP_NUM_THREADS in `env`; `cpus` defaults to usable_cpus()."""
+    """The rule above. `requested` > 0 wins, then OMP_NUM_THREADS in `env`; `cpus` defaults to usable_cpus(), and
+    for a small model in `training`, `idle` (CPUs left idle by other processes) to idle_cpus()."""
     if requested < 0:
         raise ValueError(f"threads must be >= 0 (0: choose by the rule), got {requested}")
     if requested:
@@ -88,6 +122,17 @@ def choose_threads(
         return ThreadChoice(omp, "OMP_NUM_THREADS")
     if cpus is None:
         cpus = usable_cpus(quota=cpu_quota())
+    if params < SMALL_MODEL_PARAMS and training and cpus > 1:
+        idle = idle_cpus() if idle is None else idle
+        if idle is not None and math.floor(idle + 0.2) > 1:
+            threads = min(cpus, math.floor(idle + 0.2))
+            return ThreadChoice(
+                threads, f"training a {params / 1e6:.1f}M-parameter model: {idle:.1f} of {cpus} CPUs idle"
+            )
+        if idle is not None:
+            return ThreadChoice(
+                1, f"training a {params / 1e6:.1f}M-parameter model: {idle:.1f} of {cpus} CPUs idle"
+            )
     if params < SMALL_MODEL_PARAMS:
         return ThreadChoice(
             1, f"{params / 1e6:.1f}M-parameter model: a second thread only waits ({cpus} CPUs usable)"
@@ -95,11 +140,11 @@ def choose_threads(
     return ThreadChoice(cpus, f"{params / 1e6:.0f}M-parameter model: every usable CPU")
 
 
-def apply_threads(params: int, requested: int = 0) -> ThreadChoice:
+def apply_threads(params: int, requested: int = 0, training: bool = False) -> ThreadChoice:
     """choose_threads, then torch.set_num_threads; logged."""
     import torch
 
-    choice = choose_threads(params, requested)
+    choice = choose_threads(params, requested, training=training)
     torch.set_num_threads(choice.threads)
     log.info("torch threads: %s", choice)
     return choice

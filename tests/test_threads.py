@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from assistant.threads import SMALL_MODEL_PARAMS, choose_threads, cpu_quota, env_threads, usable_cpus
+from assistant.threads import (
+    SMALL_MODEL_PARAMS,
+    choose_threads,
+    cpu_quota,
+    cpu_times,
+    env_threads,
+    idle_cpus,
+    usable_cpus,
+)
 
 
 @pytest.mark.parametrize(
@@ -69,3 +79,39 @@ def test_ocr_engine_takes_omp_num_threads_as_onnxruntime_does_not(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert env_threads() is None and RapidOCREngine().threads == -1  # onnxruntime's own default
     assert env_threads({"OMP_NUM_THREADS": "0"}) is None and env_threads({"OMP_NUM_THREADS": "x"}) is None
+
+
+@pytest.mark.parametrize(
+    ("idle", "cpus", "expected"),
+    [
+        (2.0, 2, 2),  # an idle 2-core machine: training batches split well over both
+        (1.85, 2, 2),  # a little background noise still leaves the second core
+        (1.0, 2, 1),  # another job holds a core: a second thread would wait for it at every operator
+        (0.1, 2, 1),
+        (7.9, 8, 8),
+        (5.0, 8, 5),
+        (16.0, 4, 4),  # never more than the usable CPUs (affinity, quota)
+    ],
+)
+def test_training_a_small_model_takes_the_idle_cpus(idle, cpus, expected):
+    choice = choose_threads(3_000_000, cpus=cpus, env={}, training=True, idle=idle)
+    assert choice.threads == expected and "idle" in choice.reason
+
+
+def test_training_rule_leaves_serving_explicit_settings_and_large_models_alone():
+    assert choose_threads(3_000_000, cpus=2, env={}, idle=2.0).threads == 1  # serving: one thread
+    assert (
+        choose_threads(3_000_000, cpus=2, env={"OMP_NUM_THREADS": "1"}, training=True, idle=2.0).threads == 1
+    )
+    assert choose_threads(3_000_000, requested=1, cpus=2, env={}, training=True, idle=2.0).threads == 1
+    assert choose_threads(7_000_000_000, cpus=8, env={}, training=True, idle=0.5).threads == 8
+    assert choose_threads(3_000_000, cpus=1, env={}, training=True, idle=1.0).threads == 1
+
+
+def test_cpu_times_reads_the_aggregate_line_and_idle_cpus_measures_this_machine():
+    stat = "cpu  100 5 50 800 40 0 5 0 0 0\ncpu0 50 2 25 400 20 0 3 0 0 0\n"
+    assert cpu_times(stat) == (840.0, 1000.0)  # idle + iowait, the first eight fields
+    with pytest.raises(ValueError, match="no aggregate"):
+        cpu_times("intr 1 2 3\n")
+    idle = idle_cpus(0.05)
+    assert idle is None or 0.0 <= idle <= (os.cpu_count() or 1) + 1e-6

@@ -469,6 +469,9 @@ def run(args: RecipeArgs) -> Path:
     # seconds each step took when it did its work; a resumed recipe keeps those of the steps it skips
     timings_file = work / "timings.json"
     timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
+    # the torch threads each step ran with (each training stage chooses its own: assistant/threads.py)
+    threads_file = work / "threads.json"
+    threads: dict[str, int] = json.loads(threads_file.read_text()) if threads_file.is_file() else {}
     metrics: dict[str, dict] = {}
 
     def timed(name: str, fn, *a):
@@ -478,9 +481,10 @@ def run(args: RecipeArgs) -> Path:
         if isinstance(result, Reused) and name in timings:
             log.info("%s: done before (%.0f s then)", name, timings[name])
         else:
-            timings[name] = seconds
-            log.info("%s: %.0f s", name, seconds)
+            timings[name], threads[name] = seconds, torch.get_num_threads()
+            log.info("%s: %.0f s (%d torch threads)", name, seconds, threads[name])
             timings_file.write_text(json.dumps(timings, indent=1))
+            threads_file.write_text(json.dumps(threads, indent=1))
         return result
 
     if args.smoke:
@@ -652,7 +656,7 @@ def run(args: RecipeArgs) -> Path:
 
     from training.model_card import write_model_card
 
-    environment = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    environment = {"torch threads by step": threads, "cpus": os.cpu_count()}
     card_timings = dict(timings)
     if earlier:  # the time to build this model includes the run it continues, and the runs that one continued
         card_timings = {f"earlier runs (to {earlier})": build_seconds(earlier), **timings}

@@ -482,6 +482,12 @@ _focus_mix = _picked(
     "focus_mix",
     [(0.4, _color_size_detail), (0.3, _position_detail_many), (0.15, _keyed), (0.15, _count_all)],
 )
+# the same with the colour-and-size conversation of the shipped chain's last focus stage (`color_size_compare`: the
+# colour of the larger or smaller of two same-shape objects asked outright; session 26): the mix for a one-run recipe
+_focus_mix_compare = _picked(
+    "focus_mix_compare",
+    [(0.4, _color_size_compare_detail), (0.3, _position_detail_many), (0.15, _keyed), (0.15, _count_all)],
+)
 
 
 _keyed_detail = _detail_opened(_keyed, "detail", "keyed_detail")
@@ -717,6 +723,13 @@ TASKS: dict[str, TaskSpec] = {
             "One focus conversation per scene: color_size_detail (two in five), position_detail in detail_many's "
             "phrasings (three in ten), keyed or count_all (three in twenty each): the shipped chain's focus stages as "
             "one (a focus task).",
+        ),
+        TaskSpec(
+            "focus_mix_compare",
+            "conversation",
+            _focus_mix_compare,
+            "focus_mix with color_size_compare in place of color_size_detail (the shipped chain's last colour-and-size "
+            "focus stage): one focus conversation per scene (a focus task).",
         ),
         TaskSpec(
             "count_all",

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from benchmarks import connectors, gpu, preprocess, serve, train
+from benchmarks import connectors, gpu, preprocess, serve, train, train_batching
 from benchmarks.common import run_cli
 
 
@@ -84,6 +84,19 @@ def test_train_quick_runs_every_stage(tmp_path):
         assert 0.0 < row["mfu"] < 1.0, name
     assert stages["stage2"]["steps"] == 2
     assert report["matmul_peak_flops"] > 0
+
+
+def test_train_batching_quick_compares_samplers_against_the_baseline(tiny_model_dir, tmp_path):
+    out = tmp_path / "train_batching.json"
+    report = train_batching.main(
+        train_batching.parse_args(["--quick", "--model", str(tiny_model_dir), "--out", str(out)])
+    )
+    rows = {(r["sampler"], r["threads"]): r for r in report["rows"]}
+    assert set(rows) == {("random", 1), ("group_by_length", 1)}
+    assert rows["random", 1]["ratio_to_baseline"] == 1.0
+    assert all(r["samples_per_s"] > 0 for r in rows.values())
+    assert rows["group_by_length", 1]["real_token_share"] > rows["random", 1]["real_token_share"]
+    assert json.loads(out.read_text())["baseline"] == "random sampler, 1 thread(s)"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")

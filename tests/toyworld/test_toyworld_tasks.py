@@ -674,9 +674,14 @@ def test_instruct_many_compare_swaps_the_colour_conversation_for_color_size_comp
     assert compared and all(qa.task == "color" for qa in compared)
 
 
-def test_focus_mix_gives_each_scene_one_focus_conversation_by_weight():
-    convs = build_records("focus_mix", scenes("standard", 400), 0)
-    assert {c.task for c in convs} == {"focus_mix"}
+@pytest.mark.parametrize("task", ["focus_mix", "focus_mix_compare"])
+def test_focus_mix_gives_each_scene_one_focus_conversation_by_weight(task):
+    convs = build_records(task, scenes("standard", 400), 0)
+    assert {c.task for c in convs} == {task}
+    compared = [qa for c in convs for qa in c.turns if "larger" in qa.question or "smaller" in qa.question]
+    assert bool(compared) == (
+        task == "focus_mix_compare"
+    )  # the colour of the larger / smaller one, asked outright
     kinds = Counter()
     for conv in convs:
         asked = {qa.task for qa in conv.turns} - {"detail"}

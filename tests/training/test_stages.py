@@ -199,3 +199,49 @@ def test_vision_lr_scale_without_the_tower_trainable_is_refused():
 
     with pytest.raises(ConfigError, match="needs vision_tower in train_parts"):
         sft.SFTScriptArgs(dataset="x", vision_lr_scale=0.1)
+
+
+def test_sample_lengths_count_text_and_image_tokens_close_to_the_processors(toy_data, tiny_model_dir):
+    from assistant.inference import normalize_messages
+    from assistant.processing import load_processor
+    from training.common import sample_lengths
+    from training.data import load_sft_dataset
+
+    processor = load_processor(tiny_model_dir)
+    dataset, _ = load_sft_dataset(str(toy_data["instruct"]))
+    lengths = sample_lengths(dataset, processor)
+    true = []
+    for row in dataset:
+        messages, images = normalize_messages(row["messages"], row["images"])
+        text = processor.apply_chat_template(messages)
+        true.append(int(processor(images=images, text=[text], return_tensors="pt")["input_ids"].shape[1]))
+    # the estimate leaves out the chat template's own tokens (a few per turn) and nothing else
+    gaps = [t - n for t, n in zip(true, lengths, strict=True)]
+    assert all(0 <= gap <= 12 * len(row["messages"]) for gap, row in zip(gaps, dataset, strict=True))
+    assert max(true) - min(true) > max(gaps) - min(gaps)  # the rows differ by more than the estimate errs
+
+
+def test_group_by_length_batches_rows_of_like_length_and_trains(tmp_path, toy_data, tiny_model_dir):
+    from training.common import load_model_for_training, make_stage_trainer
+    from training.data import load_sft_dataset
+
+    def real_share(strategy: str) -> float:
+        args = sft.SFTScriptArgs(dataset=str(toy_data["instruct"]))
+        model, processor = load_model_for_training(ModelConfig(model_name_or_path=str(tiny_model_dir)), args)
+        dataset, _ = load_sft_dataset(args.dataset)
+        config = train_config(SFTConfig, tmp_path / strategy, train_sampling_strategy=strategy)
+        trainer = make_stage_trainer(model, processor, args, args=config, train_dataset=dataset)
+        masks = [batch["attention_mask"] for batch in trainer.get_train_dataloader()]
+        return sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
+    assert real_share("group_by_length") > real_share("random") + 0.05
+    out = sft.main(
+        sft.SFTScriptArgs(dataset=str(toy_data["instruct"])),
+        train_config(
+            SFTConfig, tmp_path / "grouped", max_steps=12, train_sampling_strategy="group_by_length"
+        ),
+        ModelConfig(model_name_or_path=str(tiny_model_dir)),
+    )
+    assert changed(weights(tiny_model_dir), weights(out), "language_model.")
+    history = losses(out)
+    assert min(history[-3:]) < history[0]
