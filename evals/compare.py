@@ -159,6 +159,11 @@ def compare(a: Path, b: Path, resamples: int = 2000, seed: int = 0) -> list[Row]
             raise EvalError(
                 f"{a / bench} and {b / bench} scored different data; compare runs on one eval set"
             )
+        if report_a["dataset"]["n"] != report_b["dataset"]["n"]:
+            ends = [f"{r['dataset']['n']} (limit {r['config'].get('limit')})" for r in (report_a, report_b)]
+            raise EvalError(
+                f"{a / bench} scored {ends[0]} questions, {b / bench} {ends[1]}; evaluate both with one --limit"
+            )
         rows = _rows(report_a, bench)
         vocabulary = report_a["config"].get("vocabulary", "toyworld")
         cols = [

@@ -27,7 +27,7 @@ def sets(tmp_path_factory):
     }
 
 
-def _run(tmp_path, name, client, sets, answer_of) -> None:
+def _run(tmp_path, name, client, sets, answer_of, limit=None) -> None:
     """Evaluate run `name`: every answer comes from a planted cache, `answer_of(bench, index, row)`."""
     for bench, data in sets.items():
         out = tmp_path / name / bench
@@ -47,7 +47,7 @@ def _run(tmp_path, name, client, sets, answer_of) -> None:
                     )
                     + "\n"
                 )
-        run_benchmark(bench, EvalArgs(data=str(data), out=str(out)), client)
+        run_benchmark(bench, EvalArgs(data=str(data), out=str(out), limit=limit), client)
 
 
 def _right(bench, i, row):
@@ -110,3 +110,9 @@ def test_compare_refuses_runs_on_different_data(tiny_assistant, sets, tmp_path):
         compare(tmp_path / "a", tmp_path / "b")
     with pytest.raises(EvalError, match="share no vqa, pope or chair report"):
         compare(tmp_path / "a" / "vqa", tmp_path / "b")
+    # the same set at another --limit: said so, not a rescoring mismatch
+    _run(tmp_path, "short", client, {"vqa": sets["vqa"]}, _right, limit=5)
+    with pytest.raises(
+        EvalError, match=r"\(limit None\) questions, .*\(limit 5\); evaluate both with one --limit"
+    ):
+        compare(tmp_path / "a", tmp_path / "short")
