@@ -281,8 +281,30 @@ def _parts(content) -> list[dict]:
 class LengthGroupingMixin:
     """`train_sampling_strategy: group_by_length` for conversation datasets. Trainer's sampler needs a `length` column
     or tokenized rows, and a vision dataset has neither before its collator runs, so the lengths come from
-    `sample_lengths`. Batches of like length carry less padding: on the toy focus data a batch of 16 is 63% real
-    tokens at random and nearly all with grouping (benchmarks/train_throughput.py)."""
+    `sample_lengths`. Batches of like length carry less padding (benchmarks/train_batching.py).
+
+    They also differ in how many answer tokens they hold (a batch of one-word answers against one of descriptions),
+    and the loss divides by that count: grouped, a token of a short answer would weigh ten times one of a
+    description, where random batches weigh every token about alike. So grouped batches divide by the mean count per
+    batch seen so far instead, which keeps every token's weight equal (docs/recipe.md, session 29)."""
+
+    _answer_tokens: float = 0.0
+    _batches: int = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if (
+            self.args.train_sampling_strategy == "group_by_length"
+            and model.training
+            and num_items_in_batch is not None
+        ):
+            self._answer_tokens += float(num_items_in_batch)
+            self._batches += 1
+            num_items_in_batch = torch.as_tensor(
+                self._answer_tokens / self._batches, device=inputs["input_ids"].device
+            )
+        return super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
 
     def _get_train_sampler(self, train_dataset=None):
         from transformers.trainer_pt_utils import LengthGroupedSampler
