@@ -278,6 +278,25 @@ def _parts(content) -> list[dict]:
     return [{"text": content}] if isinstance(content, str) else content
 
 
+class ShuffledBatchesSampler(torch.utils.data.Sampler):
+    """transformers' length grouping (shuffle, cut into mega-batches of 50 batches, sort each by length, longest
+    first), with the batches then put in a random order: sorted, each stretch of 50 steps would run from the longest
+    conversations (descriptions) to the shortest (one-word answers), and the run would end on the shortest."""
+
+    def __init__(self, batch_size: int, lengths: list[int]):
+        self.batch_size, self.lengths = batch_size, lengths
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        indices = get_length_grouped_indices(self.lengths, self.batch_size)
+        batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+        return iter([i for b in torch.randperm(len(batches)).tolist() for i in batches[b]])
+
+
 class LengthGroupingMixin:
     """`train_sampling_strategy: group_by_length` for conversation datasets. Trainer's sampler needs a `length` column
     or tokenized rows, and a vision dataset has neither before its collator runs, so the lengths come from
@@ -307,8 +326,6 @@ class LengthGroupingMixin:
         )
 
     def _get_train_sampler(self, train_dataset=None):
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
         dataset = self.train_dataset if train_dataset is None else train_dataset
         grouped = self.args.train_sampling_strategy == "group_by_length"
         if (
@@ -321,8 +338,8 @@ class LengthGroupingMixin:
         log.info(
             "grouping batches by length: %d rows, %d-%d tokens", len(lengths), min(lengths), max(lengths)
         )
-        return LengthGroupedSampler(
-            self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths=lengths
+        return ShuffledBatchesSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths
         )
 
 
