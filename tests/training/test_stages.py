@@ -256,3 +256,18 @@ def test_group_by_length_batches_rows_of_like_length_and_trains(tmp_path, toy_da
     assert changed(weights(tiny_model_dir), weights(out), "language_model.")
     history = losses(out)
     assert min(history[-3:]) < history[0]
+
+
+def test_shuffled_batches_keep_lengths_together_in_a_random_order():
+    from training.common import ShuffledBatchesSampler
+
+    torch.manual_seed(0)
+    lengths = torch.randint(20, 500, (960,)).tolist()
+    order = list(ShuffledBatchesSampler(16, lengths))
+    assert sorted(order) == list(range(960))  # every row once
+    batches = [[lengths[i] for i in order[k : k + 16]] for k in range(0, 960, 16)]
+    real = sum(map(sum, batches)) / sum(max(b) * len(b) for b in batches)
+    assert real > 0.9  # like lengths together: little padding (random batches: about 0.55)
+    tops = [max(b) for b in batches]
+    # not sorted within each stretch of mega-batches: long and short batches alternate
+    assert sum(a > b for a, b in zip(tops, tops[1:])) < 0.75 * len(tops)
