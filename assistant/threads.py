@@ -7,7 +7,7 @@ for it at every barrier (issue 18 measured 24x slower answers; benchmarks/RESULT
 
     threads = 1                                   for a model under SMALL_MODEL_PARAMS parameters
     threads = the CPUs idle when training starts  for such a model in training (batches of 16 conversations split
-                                                  well: 1.6x faster on 2 idle cores, 1.5x slower if the other
+                                                  well: 1.78x on 2 idle cores, 1.5x slower if the other
                                                   core is busy, so only idle cores are taken)
     threads = the CPUs this process may use       otherwise: its affinity set, cut to its cgroup CPU quota
 

@@ -76,7 +76,7 @@ class DataArgs:
         default=0,
         metadata={
             "help": "torch CPU threads; 0 chooses (assistant/threads.py): for models under 50M parameters the CPUs "
-            "idle when the stage starts (a second thread is 1.6x faster on idle cores and loses 1.5x when another "
+            "idle when the stage starts (a second thread is 1.78x faster on idle cores and loses 1.5x when another "
             "job shares them; run side-by-side jobs at 1), else every CPU this process may use."
         },
     )
