@@ -2,7 +2,7 @@
 style run (the LM and connector trained on a recipe task's conversations, from a finished model), and the share of
 each batch that is real tokens rather than padding.
 
-    python -m benchmarks.train_batching                    # ~6 minutes on 2 cores; results/train_batching.json
+    python -m benchmarks.train_batching                    # ~3 minutes on 2 cores; results/train_batching.json
     python -m benchmarks.train_batching --threads 1 2      # also 2 threads (meaningful on an idle machine only)
     python -m benchmarks.train_batching --quick            # seconds, exercises every path
 

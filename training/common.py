@@ -303,7 +303,7 @@ class LengthGroupingMixin:
     `sample_lengths`. Batches of like length carry less padding (benchmarks/train_batching.py).
 
     They also differ in how many answer tokens they hold (a batch of one-word answers against one of descriptions),
-    and the loss divides by that count: grouped, a token of a short answer would weigh ten times one of a
+    and the loss divides by that count: grouped, a token of a short answer would weigh up to eight times one of a
     description, where random batches weigh every token about alike. So grouped batches divide by the mean count per
     batch seen so far instead, which keeps every token's weight equal (docs/recipe.md, session 29)."""
 
