@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +91,6 @@ def cpu_times(stat_text: str) -> tuple[float, float]:
 def idle_cpus(seconds: float = 0.5, stat: Path = Path("/proc/stat")) -> float | None:
     """How many CPUs other processes leave idle, measured over `seconds` (this process sleeps meanwhile); None
     where /proc/stat cannot be read (not Linux)."""
-    import time
-
     try:
         idle0, total0 = cpu_times(stat.read_text())
         time.sleep(seconds)
@@ -124,14 +123,10 @@ def choose_threads(
         cpus = usable_cpus(quota=cpu_quota())
     if params < SMALL_MODEL_PARAMS and training and cpus > 1:
         idle = idle_cpus() if idle is None else idle
-        if idle is not None and math.floor(idle + 0.2) > 1:
-            threads = min(cpus, math.floor(idle + 0.2))
+        if idle is not None:
+            threads = max(1, min(cpus, math.floor(idle + 0.2)))
             return ThreadChoice(
                 threads, f"training a {params / 1e6:.1f}M-parameter model: {idle:.1f} of {cpus} CPUs idle"
-            )
-        if idle is not None:
-            return ThreadChoice(
-                1, f"training a {params / 1e6:.1f}M-parameter model: {idle:.1f} of {cpus} CPUs idle"
             )
     if params < SMALL_MODEL_PARAMS:
         return ThreadChoice(

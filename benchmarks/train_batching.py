@@ -62,13 +62,15 @@ QUICK = dict(n=48, steps=2, batch=4, repeats=1)
 def real_token_share(lengths: list[int], batch: int, sampler: str, seed: int) -> float:
     """Real tokens over padded tokens for one epoch of `sampler`'s batches (each padded to its longest row)."""
     import torch
-    from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    generator = torch.Generator().manual_seed(seed)
-    if sampler == "group_by_length":
-        order = list(LengthGroupedSampler(batch, lengths=lengths, generator=generator))
-    else:
-        order = torch.randperm(len(lengths), generator=generator).tolist()
+    from training.common import ShuffledBatchesSampler
+
+    with torch.random.fork_rng():  # the samplers draw from torch's global generator, as in training
+        torch.manual_seed(seed)
+        if sampler == "group_by_length":
+            order = list(ShuffledBatchesSampler(batch, lengths))
+        else:
+            order = torch.randperm(len(lengths)).tolist()
     real = padded = 0
     for start in range(0, len(order), batch):
         rows = [lengths[i] for i in order[start : start + batch]]
