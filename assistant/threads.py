@@ -13,6 +13,7 @@ for it at every barrier (issue 18 measured 24x slower answers; benchmarks/RESULT
 
     choose_threads(params=3_000_000)              # -> ThreadChoice(threads=1, reason="...")
     apply_threads(requested=0, params=n)          # sets torch's threads, returns the choice (0: the rule)
+    choose_workers()                              # processes for work split by item (OCR hints): idle CPUs
 
 An explicit setting (flag, ASSISTANT_THREADS, OMP_NUM_THREADS) always wins.
 """
@@ -102,6 +103,34 @@ def idle_cpus(seconds: float = 0.5, stat: Path = Path("/proc/stat")) -> float | 
     return (os.cpu_count() or 1) * (idle1 - idle0) / (total1 - total0)
 
 
+def idle_share(cpus: int, idle: float) -> int:
+    """CPUs to take when `idle` of `cpus` are idle: the whole ones, a CPU 80% idle counted as one (at least 1)."""
+    return max(1, min(cpus, math.floor(idle + 0.2)))
+
+
+def choose_workers(
+    requested: int = 0, cpus: int | None = None, env: dict[str, str] | None = None, idle: float | None = None
+) -> ThreadChoice:
+    """Processes for CPU work that splits by item (OCR hints over a dataset's images), each single-threaded:
+    `requested` > 0 wins, then OMP_NUM_THREADS (a job held to N threads runs N processes), then the CPUs that other
+    processes leave idle now (`idle` defaults to idle_cpus()), as for training."""
+    if requested < 0:
+        raise ValueError(f"workers must be >= 0 (0: choose by the rule), got {requested}")
+    if requested:
+        return ThreadChoice(requested, "set explicitly")
+    omp = env_threads(env)
+    if omp:
+        return ThreadChoice(omp, "OMP_NUM_THREADS")
+    if cpus is None:
+        cpus = usable_cpus(quota=cpu_quota())
+    if cpus <= 1:
+        return ThreadChoice(1, "one CPU usable")
+    idle = idle_cpus() if idle is None else idle
+    if idle is None:
+        return ThreadChoice(1, "idle CPUs unknown (no /proc/stat)")
+    return ThreadChoice(idle_share(cpus, idle), f"{idle:.1f} of {cpus} CPUs idle")
+
+
 def choose_threads(
     params: int,
     requested: int = 0,
@@ -124,9 +153,9 @@ def choose_threads(
     if params < SMALL_MODEL_PARAMS and training and cpus > 1:
         idle = idle_cpus() if idle is None else idle
         if idle is not None:
-            threads = max(1, min(cpus, math.floor(idle + 0.2)))
             return ThreadChoice(
-                threads, f"training a {params / 1e6:.1f}M-parameter model: {idle:.1f} of {cpus} CPUs idle"
+                idle_share(cpus, idle),
+                f"training a {params / 1e6:.1f}M-parameter model: {idle:.1f} of {cpus} CPUs idle",
             )
     if params < SMALL_MODEL_PARAMS:
         return ThreadChoice(

@@ -9,6 +9,7 @@ import pytest
 from assistant.threads import (
     SMALL_MODEL_PARAMS,
     choose_threads,
+    choose_workers,
     cpu_quota,
     cpu_times,
     env_threads,
@@ -106,6 +107,19 @@ def test_training_rule_leaves_serving_explicit_settings_and_large_models_alone()
     assert choose_threads(3_000_000, requested=1, cpus=2, env={}, training=True, idle=2.0).threads == 1
     assert choose_threads(7_000_000_000, cpus=8, env={}, training=True, idle=0.5).threads == 8
     assert choose_threads(3_000_000, cpus=1, env={}, training=True, idle=1.0).threads == 1
+
+
+def test_workers_for_work_split_by_item_take_the_idle_cpus_unless_told():
+    assert choose_workers(cpus=2, env={}, idle=2.0).threads == 2
+    assert choose_workers(cpus=2, env={}, idle=1.0).threads == 1  # another job holds a core
+    assert choose_workers(cpus=8, env={}, idle=5.0).threads == 5
+    assert choose_workers(cpus=1, env={}, idle=1.0).threads == 1
+    assert (
+        choose_workers(cpus=2, env={"OMP_NUM_THREADS": "1"}, idle=2.0).threads == 1
+    )  # a job held to one thread
+    assert choose_workers(3, cpus=2, env={"OMP_NUM_THREADS": "1"}, idle=0.0).threads == 3  # explicit wins
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        choose_workers(-1)
 
 
 def test_cpu_times_reads_the_aggregate_line_and_idle_cpus_measures_this_machine():

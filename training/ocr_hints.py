@@ -8,6 +8,9 @@ of the conversations whose image has text get the same hint here: read by the sa
 (noisy, as at serving time, never the ground truth), formatted and placed exactly as the service does. The
 conversations are rewritten in place (`messages.jsonl` and `llava.json`); the manifest records what was done, and a
 second run on the same directory does nothing.
+
+The reads are spread over processes (`workers`; 0: the CPUs idle when it starts, `assistant.threads.choose_workers`),
+each with a one-thread engine, so the hints are the same whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import random
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +39,45 @@ def _images_with_text(data: Path) -> set[str]:
     return {r["image"] for r in rows if r.get("texts")}
 
 
-def add_ocr_hints(data: Path, share: float, seed: int = 0, reader: Any = None) -> dict[str, int]:
-    """Give a hint to `share` of the conversations whose image has text; returns the counts it wrote."""
+_WORKER_READER: Any = None
+
+
+def _one_thread_reader() -> Any:
+    from assistant.ocr import OCRReader
+    from assistant.ocr.engines import RapidOCREngine
+
+    # one onnxruntime thread: the same reads in one process or several (a thread pool may sum in another order)
+    return OCRReader(engine=RapidOCREngine(threads=1))
+
+
+def _start_worker() -> None:
+    global _WORKER_READER
+    _WORKER_READER = _one_thread_reader()
+
+
+def _hint(image: Path, reader: Any = None) -> str:
+    from assistant.ocr import format_hint
+
+    with Image.open(image) as im:
+        return format_hint((reader or _WORKER_READER).read(im.convert("RGB")))
+
+
+def _read_hints(images: list[Path], reader: Any, workers: int) -> Iterator[str]:
+    """Each image's hint, in order: in this process with `reader` (or one made here), or over `workers` processes."""
+    if reader is not None or workers <= 1 or len(images) < 2 * workers:
+        reader = reader or _one_thread_reader()
+        yield from (_hint(image, reader) for image in images)
+        return
+    spawn = multiprocessing.get_context("spawn")  # not fork: the parent may hold torch's thread pool
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_start_worker) as pool:
+        yield from pool.map(_hint, images, chunksize=8)
+
+
+def add_ocr_hints(
+    data: Path, share: float, seed: int = 0, reader: Any = None, workers: int = 0
+) -> dict[str, int]:
+    """Give a hint to `share` of the conversations whose image has text; returns the counts it wrote. `reader`: an
+    `OCRReader` to read with in this process; else `workers` processes (0: by `choose_workers`)."""
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"share must be between 0 and 1, got {share}")
     manifest_path = data / "manifest.json"
@@ -42,10 +85,10 @@ def add_ocr_hints(data: Path, share: float, seed: int = 0, reader: Any = None) -
     if "ocr_hints" in manifest:
         log.info("%s already has OCR hints (%s); leaving it", data, manifest["ocr_hints"])
         return manifest["ocr_hints"]
-    from assistant.ocr import OCRReader, format_hint, insert_hint
+    from assistant.ocr import insert_hint
+    from assistant.threads import choose_workers
     from assistant.toyworld.writers import IMAGE_TOKEN
 
-    reader = reader or OCRReader()
     with_text = _images_with_text(data)
     rows = [json.loads(line) for line in (data / "messages.jsonl").read_text().splitlines() if line.strip()]
     llava = json.loads((data / "llava.json").read_text())
@@ -55,21 +98,29 @@ def add_ocr_hints(data: Path, share: float, seed: int = 0, reader: Any = None) -
         )
     rng = random.Random(f"ocr_hints:{seed}")
     counts = {"eligible": 0, "hinted": 0, "empty_reads": 0}
-    for row, conv in tqdm(list(zip(rows, llava, strict=True)), desc="ocr hints", unit="conversation"):
-        image = row["images"][0]
-        if image not in with_text:
+    picked = []  # the rows to hint, drawn in order
+    for i, row in enumerate(rows):
+        if row["images"][0] not in with_text:
             continue
         counts["eligible"] += 1
-        if rng.random() >= share:
-            continue
-        with Image.open(data / image) as im:
-            hint = format_hint(reader.read(im.convert("RGB")))
+        if rng.random() < share:
+            picked.append(i)
+    choice = choose_workers(workers)
+    log.info(
+        "OCR hints for %d of %d conversations, %s processes: %s",
+        len(picked),
+        len(rows),
+        choice.threads,
+        choice,
+    )
+    hints = _read_hints([data / rows[i]["images"][0] for i in picked], reader, choice.threads)
+    for i, hint in zip(picked, tqdm(hints, total=len(picked), desc="ocr hints", unit="image"), strict=True):
         if not hint:  # the engine read nothing: the conversation stays as it is, as the service would send it
             counts["empty_reads"] += 1
             continue
-        first = row["messages"][0]
+        first = rows[i]["messages"][0]
         first["content"] = insert_hint(first["content"], hint)
-        turn = conv["conversations"][0]
+        turn = llava[i]["conversations"][0]
         question = turn["value"].removeprefix(f"{IMAGE_TOKEN}\n")
         turn["value"] = f"{IMAGE_TOKEN}\n{hint}\n{question}"
         counts["hinted"] += 1
@@ -88,9 +139,15 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     parser.add_argument("--data", required=True, help="A toy-world conversation dataset directory.")
     parser.add_argument("--share", type=float, default=0.5, help="Share of conversations with text to hint.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Processes reading the images (0: the CPUs idle when it starts).",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return add_ocr_hints(Path(args.data), args.share, args.seed)
+    return add_ocr_hints(Path(args.data), args.share, args.seed, workers=args.workers)
 
 
 if __name__ == "__main__":

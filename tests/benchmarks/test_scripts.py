@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from benchmarks import connectors, gpu, preprocess, serve, train, train_batching
+from benchmarks import connectors, gpu, ocr_hints, preprocess, serve, train, train_batching
 from benchmarks.common import run_cli
 
 
@@ -97,6 +97,17 @@ def test_train_batching_quick_compares_samplers_against_the_baseline(tiny_model_
     assert all(r["samples_per_s"] > 0 for r in rows.values())
     assert rows["group_by_length", 1]["real_token_share"] > rows["random", 1]["real_token_share"]
     assert json.loads(out.read_text())["baseline"] == "random sampler, 1 thread(s)"
+
+
+def test_ocr_hints_quick_reads_in_one_and_two_processes_alike(tmp_path):
+    out = tmp_path / "ocr_hints.json"
+    report = ocr_hints.main(ocr_hints.parse_args(["--quick", "--out", str(out)]))
+    rows = {r["workers"]: r for r in report["rows"]}
+    assert set(rows) == {1, 2, "threaded"} and rows[1]["ratio_to_baseline"] == 1.0
+    assert all(r["images_per_s"] > 0 for r in rows.values()) and rows[2]["same_hints"]
+    # >= 4 images: the pool really ran (main raises where two counts' hints differ)
+    assert report["counts"]["hinted"] >= 4
+    assert json.loads(out.read_text())["baseline"] == "1 process(es)"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")

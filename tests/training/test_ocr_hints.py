@@ -48,6 +48,16 @@ def test_hints_are_read_from_the_training_images_and_placed_as_the_service_does(
     assert [json.loads(line) for line in (text_data / "messages.jsonl").read_text().splitlines()] == after
 
 
+def test_hints_are_the_same_read_in_one_process_or_two(tmp_path):
+    one, two = (
+        make_dataset(tmp_path / name, task="ocr", n=6, seed=5, preset="ocr") for name in ("one", "two")
+    )
+    counts = add_ocr_hints(one, share=1.0, workers=1)
+    assert add_ocr_hints(two, share=1.0, workers=2) == counts and counts["hinted"] >= 4
+    for name in ("messages.jsonl", "llava.json"):
+        assert (one / name).read_text() == (two / name).read_text()
+
+
 def test_share_zero_hints_nothing_and_bad_shares_are_refused(tmp_path):
     data = make_dataset(tmp_path / "d", task="ocr", n=2, seed=4, preset="ocr")
     before = (data / "messages.jsonl").read_text()
