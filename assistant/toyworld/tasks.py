@@ -538,6 +538,23 @@ def _rl_detail_varied_mix_prompt(scene: Scene, ctx: TaskContext) -> list[Record]
     return _rl_detail_mix_prompt(scene, ctx, _rl_detail_varied_prompt)
 
 
+def _rl_detail_varied_sized_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`rl_detail_varied`, except that three scenes in four of those holding two objects of one shape get the colour
+    of one of them, named by its size ("What colour is the small heart?"), scored exactly: the one skill under #14's
+    goal through the API (0.80 on crowded scenes against 0.997 named by shape; session 30), and where the model's
+    own samples disagree (`hard_samples`) GRPO has a signal."""
+    rng = ctx.rng
+    named = [(o, name) for o in scene.objects if (name := refer_by_shape(scene, o)) and name != o.shape]
+    if named and rng.random() < 0.75:
+        obj, name = rng.choice(named)
+        return [
+            Conversation(
+                scene.seed, (QA(phrase(rng, "color", name=name), obj.color, "color", "color"),), "rl"
+            )
+        ]
+    return _rl_detail_varied_prompt(scene, ctx)
+
+
 def _rl_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     """One question per scene for the RL stage: a detailed description half the time (scored on the objects it
     names), else one short question of the recipe's mix (scored exactly); the scene's ground truth goes with it."""
@@ -789,6 +806,13 @@ TASKS: dict[str, TaskSpec] = {
             "prompt",
             _rl_detail_varied_mix_prompt,
             "RL prompts: rl_detail_mix with its descriptions asked in rl_detail_varied's 12 phrasings.",
+        ),
+        TaskSpec(
+            "rl_detail_varied_sized",
+            "prompt",
+            _rl_detail_varied_sized_prompt,
+            "RL prompts: rl_detail_varied, with the colour of an object named by its size for three scenes in four "
+            "of those that hold two objects of one shape.",
         ),
         TaskSpec("multiturn", "conversation", _mixed("multiturn", 3, 6), "Follow-up questions, 3-6 turns."),
         TaskSpec("detail", "conversation", _single("detail"), "Detailed descriptions."),

@@ -300,6 +300,19 @@ def test_rl_detail_mix_asks_descriptions_and_short_questions_with_exact_answers(
     assert asked <= set(TEMPLATES[phrasings]) and CHAIR_PROMPT not in asked
 
 
+def test_rl_detail_varied_sized_asks_the_colour_of_an_object_named_by_its_size():
+    turns = _turns("rl_detail_varied_sized")
+    sized = [(scene, qa) for scene, qa in turns if qa.task == "color"]
+    assert len(turns) == len(scenes()) and {qa.task for _, qa in turns} == {"detail", "color"}
+    assert 0.1 * len(turns) <= len(sized) <= 0.4 * len(turns)
+    for scene, qa in sized:
+        size, shape = re.search(r"\b(small|medium|large) (\w+)\b", qa.question).groups()
+        same_shape = [o for o in scene.objects if o.shape == shape]
+        named = [o for o in same_shape if o.size == size]
+        assert len(same_shape) >= 2 and len(named) == 1 and qa.answer == named[0].color
+        assert qa.answer_type == "color"  # scored exactly by the reward
+
+
 def test_instruct_dense_asks_many_questions_per_image_including_text_free_ocr():
     convs = build_records("instruct_dense", scenes(), 0)
     seeds = by_seed()
