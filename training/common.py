@@ -327,14 +327,16 @@ class LengthGroupingMixin:
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
-        grouped = self.args.train_sampling_strategy == "group_by_length"
-        if (
-            not grouped
-            or self.args.length_column_name in dataset.column_names
-            or "messages" not in dataset.column_names
-        ):
+        if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
-        lengths = sample_lengths(dataset, self.processing_class)
+        if (
+            self.args.length_column_name in dataset.column_names
+        ):  # lengths given: batched as ours (not sorted)
+            lengths = [int(n) for n in dataset[self.args.length_column_name]]
+        elif "messages" in dataset.column_names:
+            lengths = sample_lengths(dataset, self.processing_class)
+        else:  # tokenized rows: transformers' own grouping reads their input_ids
+            return super()._get_train_sampler(train_dataset)
         log.info(
             "grouping batches by length: %d rows, %d-%d tokens", len(lengths), min(lengths), max(lengths)
         )

@@ -254,6 +254,21 @@ def test_group_by_length_batches_rows_of_like_length_and_trains(tmp_path, toy_da
     assert min(history[-3:]) < history[0]
 
 
+def test_a_length_column_is_batched_as_sample_lengths_are(tmp_path, toy_data, tiny_model_dir):
+    from training.common import ShuffledBatchesSampler, load_model_for_training, make_stage_trainer
+    from training.data import load_sft_dataset
+
+    args = sft.SFTScriptArgs(dataset=str(toy_data["instruct"]))
+    model, processor = load_model_for_training(ModelConfig(model_name_or_path=str(tiny_model_dir)), args)
+    dataset, _ = load_sft_dataset(args.dataset)
+    dataset = dataset.add_column("length", [7 * (i % 5) + 1 for i in range(len(dataset))])
+    config = train_config(SFTConfig, tmp_path / "out", max_steps=1, train_sampling_strategy="group_by_length")
+    trainer = make_stage_trainer(model, processor, args, args=config, train_dataset=dataset)
+    sampler = trainer._get_train_sampler()
+    # not transformers' LengthGroupedSampler, whose sorted mega-batches cost recall (docs/recipe.md, session 29)
+    assert isinstance(sampler, ShuffledBatchesSampler) and sampler.lengths == list(dataset["length"])
+
+
 def test_shuffled_batches_keep_lengths_together_in_a_random_order():
     from training.common import ShuffledBatchesSampler
 
