@@ -329,9 +329,8 @@ class LengthGroupingMixin:
         dataset = self.train_dataset if train_dataset is None else train_dataset
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
-        if (
-            self.args.length_column_name in dataset.column_names
-        ):  # lengths given: batched as ours (not sorted)
+        # a length column is batched as ours (in a random order), not by transformers' sorted mega-batches
+        if self.args.length_column_name in dataset.column_names:
             lengths = [int(n) for n in dataset[self.args.length_column_name]]
         elif "messages" in dataset.column_names:
             lengths = sample_lengths(dataset, self.processing_class)
