@@ -10,6 +10,8 @@ mkdir -p "$DATA" "$OUT"
 [ -d "$DATA/pope" ] || $A toyworld generate --task pope --n 150 --seed 5000000 --eval --out "$DATA/pope" --quiet
 [ -d "$DATA/chair" ] || $A toyworld generate --task chair --n 150 --seed 5100000 --eval --out "$DATA/chair" --quiet
 [ -d "$DATA/ocr" ] || $A toyworld generate --task ocr --n 300 --seed 5200000 --eval --out "$DATA/ocr" --quiet
+# colour alone, 1,000 questions (489 on scenes of four or more objects, where #14's goal is decided; session 30)
+[ -d "$DATA/color" ] || $A toyworld generate --task color --n 1200 --seed 5700000 --eval --out "$DATA/color" --quiet
 $A serve --model "$M" --port "$PORT" --ocr off > "$OUT/server.log" 2>&1 &
 SERVER=$!
 trap 'kill -INT $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
@@ -20,3 +22,4 @@ $A eval pope --data "$DATA/pope" --base-url $U --blind --limit 1800 --out "$OUT/
 $A eval chair --data "$DATA/chair" --base-url $U --out "$OUT/chair"
 $A eval vqa --data "$DATA/ocr" --base-url $U --out "$OUT/text"
 $A eval vqa --data "$DATA/ocr" --base-url $U --ocr auto --out "$OUT/text_hints"
+$A eval vqa --data "$DATA/color" --base-url $U --limit 1000 --out "$OUT/color"
