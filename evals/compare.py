@@ -2,8 +2,9 @@
 
     assistant eval compare runs/armD/evals/stage2 runs/armG/evals/final_grpo
 
-For every benchmark both directories hold (vqa, pope, chair: the reports `assistant eval` and the recipe write),
-the answers are re-scored per item with the evals' own scorers, and each metric's difference B - A gets a 95%
+For every eval both directories hold (each subdirectory with a report of vqa, pope or chair, as `assistant eval`,
+the recipe and scripts/api_eval.sh write them: vqa/, pope/, chair/, text/, color/ ...; VQA also by task and by the
+objects in the scene, e.g. `color@4+`), the answers are re-scored per item with the evals' own scorers, and each metric's difference B - A gets a 95%
 interval from a paired bootstrap: the same resampled questions for both models, so what both got right or wrong
 cancels. On 557 skill-VQA questions one model's accuracy has a standard error near 0.02, while the paired
 difference of two close models has one near 0.01 (95% intervals of about +-0.02); a difference whose interval holds
@@ -24,7 +25,7 @@ from .clients import EvalError
 from .data import LOADERS
 from .parsing import final_answer, parse_yes_no
 from .runner import AnswerCache
-from .vqa import answer_credit
+from .vqa import answer_credit, crowd_bucket
 
 # per-item columns -> metric, for a set of item indices
 Metric = Callable[[dict[str, np.ndarray], np.ndarray], float]
@@ -66,13 +67,27 @@ class Row:
         return self.low > 0 or self.high < 0
 
 
-def _report(run: Path, bench: str) -> dict | None:
-    path = run / bench / "report.json"
+def _report(run: Path, name: str) -> dict | None:
+    path = run / name / "report.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _answers(run: Path, bench: str, report: dict, rows: list[dict]) -> list[str]:
-    cache = AnswerCache(run / bench / "answers.jsonl", report["model"])
+def _evals(a: Path, b: Path) -> list[tuple[str, str]]:
+    """(subdirectory, benchmark) of every eval both directories hold: vqa, pope, chair first, then the rest by name."""
+    names = {d.name for d in a.iterdir() if (d / "report.json").is_file()} if a.is_dir() else set()
+    names &= {d.name for d in b.iterdir() if (d / "report.json").is_file()} if b.is_dir() else set()
+    out = []
+    for name in sorted(
+        names, key=lambda n: (n not in METRICS, list(METRICS).index(n) if n in METRICS else 0, n)
+    ):
+        bench = json.loads((a / name / "report.json").read_text()).get("benchmark")
+        if bench in METRICS:
+            out.append((name, bench))
+    return out
+
+
+def _answers(run: Path, name: str, report: dict, rows: list[dict]) -> list[str]:
+    cache = AnswerCache(run / name / "answers.jsonl", report["model"])
     # a question the endpoint refused scores as an empty answer, as in the report
     return [cache.get((r["question_id"], False)) or "" for r in rows]
 
@@ -151,49 +166,52 @@ def compare(a: Path, b: Path, resamples: int = 2000, seed: int = 0) -> list[Row]
     """Paired-bootstrap rows for every benchmark both eval directories hold (VQA also per task)."""
     rng = np.random.default_rng(seed)
     out: list[Row] = []
-    for bench, metrics in METRICS.items():
-        report_a, report_b = _report(a, bench), _report(b, bench)
-        if report_a is None or report_b is None:
-            continue
+    for name, bench in _evals(a, b):
+        metrics = METRICS[bench]
+        report_a, report_b = _report(a, name), _report(b, name)
         if report_a["dataset"]["hash"] != report_b["dataset"]["hash"]:
-            raise EvalError(
-                f"{a / bench} and {b / bench} scored different data; compare runs on one eval set"
-            )
+            raise EvalError(f"{a / name} and {b / name} scored different data; compare runs on one eval set")
         if report_a["dataset"]["n"] != report_b["dataset"]["n"]:
             ends = [f"{r['dataset']['n']} (limit {r['config'].get('limit')})" for r in (report_a, report_b)]
             raise EvalError(
-                f"{a / bench} scored {ends[0]} questions, {b / bench} {ends[1]}; evaluate both with one --limit"
+                f"{a / name} scored {ends[0]} questions, {b / name} {ends[1]}; evaluate both with one --limit"
             )
         rows = _rows(report_a, bench)
         vocabulary = report_a["config"].get("vocabulary", "toyworld")
         cols = [
-            _columns(bench, rows, _answers(run, bench, report, rows), vocabulary)
+            _columns(bench, rows, _answers(run, name, report, rows), vocabulary)
             for run, report in ((a, report_a), (b, report_b))
         ]
         groups = {"all": np.arange(len(rows))}
         if bench == "vqa":
+            crowded = all("n_objects" in r for r in rows)  # toy-world scenes: also on four or more objects
             for task in sorted({r["task"] for r in rows}):
-                groups[task] = np.array([i for i, r in enumerate(rows) if r["task"] == task])
+                of_task = [i for i, r in enumerate(rows) if r["task"] == task]
+                if len(of_task) < len(rows):  # (one task alone: its rows are "all")
+                    groups[task] = np.array(of_task)
+                crowd = [i for i in of_task if crowded and crowd_bucket(rows[i]["n_objects"]) == "4+"]
+                if crowd and len(crowd) < len(of_task):  # as the report's by_crowd, e.g. color@4+
+                    groups[f"{task}@4+"] = np.array(crowd)
         for group, idx in groups.items():
             draws = rng.integers(0, len(idx), size=(resamples, len(idx)))
-            for name, metric in metrics:
-                if name.startswith("relations.") and "relations_stated" not in cols[0]:
+            for metric_name, metric in metrics:
+                if metric_name.startswith("relations.") and "relations_stated" not in cols[0]:
                     continue  # scenes without a layout: no relation figures
-                if name.startswith("texts.") and "texts_stated" not in cols[0]:
+                if metric_name.startswith("texts.") and "texts_stated" not in cols[0]:
                     continue  # scenes without their texts: no text figures
                 values = [metric(c, idx) for c in cols]
                 if group == "all":  # the per-item rescoring must reproduce each report's own figure
-                    section, _, key = name.rpartition(".")
+                    section, _, key = metric_name.rpartition(".")
                     for run, report, value in ((a, report_a, values[0]), (b, report_b, values[1])):
                         reported = report["scores"]["image"].get(section or "all", {}).get(key)
                         if reported is not None and abs(reported - value) > 1e-6:
                             raise EvalError(
-                                f"{run / bench}: rescored {name} {value:.4f}, report {reported:.4f}"
+                                f"{run / name}: rescored {metric_name} {value:.4f}, report {reported:.4f}"
                             )
                 diffs = np.array([metric(cols[1], idx[d]) - metric(cols[0], idx[d]) for d in draws])
                 low, high = np.percentile(diffs, [2.5, 97.5])
-                label = name if group == "all" else f"{name} ({group})"
-                out.append(Row(bench, label, len(idx), values[0], values[1], float(low), float(high)))
+                label = metric_name if group == "all" else f"{metric_name} ({group})"
+                out.append(Row(name, label, len(idx), values[0], values[1], float(low), float(high)))
     if not out:
         raise EvalError(f"{a} and {b} share no vqa, pope or chair report; point at two eval directories")
     return out

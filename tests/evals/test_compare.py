@@ -28,9 +28,11 @@ def sets(tmp_path_factory):
 
 
 def _run(tmp_path, name, client, sets, answer_of, limit=None) -> None:
-    """Evaluate run `name`: every answer comes from a planted cache, `answer_of(bench, index, row)`."""
-    for bench, data in sets.items():
-        out = tmp_path / name / bench
+    """Evaluate run `name`: every answer comes from a planted cache, `answer_of(bench, index, row)`. A set whose name
+    is no benchmark's (e.g. "color") is a VQA set, written under its own name."""
+    for set_name, data in sets.items():
+        bench = set_name if set_name in LOADERS else "vqa"
+        out = tmp_path / name / set_name
         out.mkdir(parents=True)
         rows = [r for r in LOADERS[bench](data).rows if r.get("answer_type") != "free"]
         with (out / "answers.jsonl").open("w") as f:
@@ -99,6 +101,21 @@ def test_compare_finds_the_planted_changes_and_none_between_equal_runs(tiny_assi
     assert all(r.diff == 0 and r.low == r.high == 0 and not r.changed for r in same)
     table = markdown(list(rows.values()), tmp_path / "a", tmp_path / "b")
     assert "| vqa | accuracy |" in table and " *" in table
+
+
+def test_compare_reads_every_shared_eval_and_the_crowded_questions(tiny_assistant, tmp_path):
+    color = make_dataset(tmp_path / "color", task="color", n=80, seed=5, eval_split=True)
+    client = InProcessClient(tiny_assistant)
+    _run(tmp_path, "a", client, {"color": color}, _right)
+    _run(tmp_path, "b", client, {"color": color}, _worse)
+    rows = {(r.benchmark, r.metric): r for r in compare(tmp_path / "a", tmp_path / "b", resamples=300)}
+    everything = rows[("color", "accuracy")]  # a VQA set in its own directory (scripts/api_eval.sh's color/)
+    assert everything.a == 1.0 and everything.changed
+    assert ("color", "accuracy (color)") not in rows  # one task: its rows are "all"
+    crowded = rows[
+        ("color", "accuracy (color@4+)")
+    ]  # scenes of four or more objects, as #14's goals count them
+    assert 0 < crowded.n < everything.n and crowded.a == 1.0 and crowded.b < 1.0
 
 
 def test_compare_refuses_runs_on_different_data(tiny_assistant, sets, tmp_path):
