@@ -108,19 +108,25 @@ def idle_share(cpus: int, idle: float) -> int:
     return max(1, min(cpus, math.floor(idle + 0.2)))
 
 
+def _explicit(requested: int, env: dict[str, str] | None, what: str) -> ThreadChoice | None:
+    """An explicit setting: `requested` > 0, then OMP_NUM_THREADS in `env`; None where neither is set."""
+    if requested < 0:
+        raise ValueError(f"{what} must be >= 0 (0: choose by the rule), got {requested}")
+    if requested:
+        return ThreadChoice(requested, "set explicitly")
+    omp = env_threads(env)
+    return ThreadChoice(omp, "OMP_NUM_THREADS") if omp else None
+
+
 def choose_workers(
     requested: int = 0, cpus: int | None = None, env: dict[str, str] | None = None, idle: float | None = None
 ) -> ThreadChoice:
     """Processes for CPU work that splits by item (OCR hints over a dataset's images), each single-threaded:
     `requested` > 0 wins, then OMP_NUM_THREADS (a job held to N threads runs N processes), then the CPUs that other
     processes leave idle now (`idle` defaults to idle_cpus()), as for training."""
-    if requested < 0:
-        raise ValueError(f"workers must be >= 0 (0: choose by the rule), got {requested}")
-    if requested:
-        return ThreadChoice(requested, "set explicitly")
-    omp = env_threads(env)
-    if omp:
-        return ThreadChoice(omp, "OMP_NUM_THREADS")
+    explicit = _explicit(requested, env, "workers")
+    if explicit:
+        return explicit
     if cpus is None:
         cpus = usable_cpus(quota=cpu_quota())
     if cpus <= 1:
@@ -141,13 +147,9 @@ def choose_threads(
 ) -> ThreadChoice:
     """The rule above. `requested` > 0 wins, then OMP_NUM_THREADS in `env`; `cpus` defaults to usable_cpus(), and
     for a small model in `training`, `idle` (CPUs left idle by other processes) to idle_cpus()."""
-    if requested < 0:
-        raise ValueError(f"threads must be >= 0 (0: choose by the rule), got {requested}")
-    if requested:
-        return ThreadChoice(requested, "set explicitly")
-    omp = env_threads(env)
-    if omp:
-        return ThreadChoice(omp, "OMP_NUM_THREADS")
+    explicit = _explicit(requested, env, "threads")
+    if explicit:
+        return explicit
     if cpus is None:
         cpus = usable_cpus(quota=cpu_quota())
     if params < SMALL_MODEL_PARAMS and training and cpus > 1:
