@@ -50,11 +50,12 @@ lint: install
 # (runs/toy_sized) continues that 2c: 2b8, the colour and size of every object and the largest / smallest
 # (color_size_detail, 1 epoch), 2c on instruct_many_sized (that conversation in place of the colour one). The fifth
 # (runs/toy_sized2) continues that 2c: 2b9, color_size_detail again with the vision tower trainable at a tenth of
-# the learning rate (vision_lr_scale), 2c as before. The sixth (runs/toy_compare3) continues that 2c: 2b10, the
-# same turns plus the colour of the larger or smaller of two same-shape objects (color_size_compare, 1 epoch, the
-# tower at 0.3 of the rate), 2c on instruct_many_compare3 (that conversation for one scene in three of the rest;
-# session 27), then DPO and GRPO beside it; its GRPO model is shipped, in float16 (configs/toy/grpo.yaml since
-# session 28: an invented object costs 70% of the reward, only prompts the model errs on, the anchor at 0.3).
+# the learning rate (vision_lr_scale), 2c as before. The sixth (runs/toy_compare2) continues that 2c: 2b10, the
+# same turns plus the colour of the larger or smaller of two same-shape objects (color_size_compare, 2 epochs, the
+# tower at 0.3 of the rate), 2c on instruct_many_compare2 (that conversation for one scene in two of the rest;
+# session 27, arm AJ), then DPO and GRPO beside it; its GRPO model is shipped, in float16 (configs/toy/grpo.yaml
+# since session 28: an invented object costs 70% of the reward, only prompts the model errs on, the anchor at 0.3;
+# its prompts since session 30, rl_detail_varied_sized: descriptions, and the colour of an object named by its size).
 # make toy-model CONNECTOR=qformer: the Q-Former variant in runs/toy_qformer (not installed; docs/connectors.md)
 CONNECTOR ?= mlp2x_gelu
 TOY_TAIL = --n_refresh 9600 --set sft_refresh.max_steps=600
@@ -69,7 +70,7 @@ else
 	$(BIN)/python -m training.recipe --no-install --workdir runs/toy_keyed --continue_from runs/toy_position/final_sft --focus_task position_detail:1 --refresh_task instruct_many_keyed $(TOY_TAIL) --ship sft
 	$(BIN)/python -m training.recipe --no-install --workdir runs/toy_sized --continue_from runs/toy_keyed/final_sft --focus_task color_size_detail:1 --refresh_task instruct_many_sized $(TOY_TAIL) --ship sft
 	$(BIN)/python -m training.recipe --no-install --workdir runs/toy_sized2 --continue_from runs/toy_sized/final_sft --focus_task color_size_detail:1 --refresh_task instruct_many_sized $(TOY_TAIL) --set "sft_focus.train_parts=[vision_tower,connector,language_model]" --set sft_focus.vision_lr_scale=0.1 --ship sft
-	$(BIN)/python -m training.recipe --workdir runs/toy_compare3 --continue_from runs/toy_sized2/final_sft --focus_task color_size_compare:1 --refresh_task instruct_many_compare3 $(TOY_TAIL) --set "sft_focus.train_parts=[vision_tower,connector,language_model]" --set sft_focus.vision_lr_scale=0.3 --rl_task rl_detail_varied --grpo --ship grpo
+	$(BIN)/python -m training.recipe --workdir runs/toy_compare2 --continue_from runs/toy_sized2/final_sft --focus_task color_size_compare:2 --refresh_task instruct_many_compare2 $(TOY_TAIL) --set "sft_focus.train_parts=[vision_tower,connector,language_model]" --set sft_focus.vision_lr_scale=0.3 --rl_task rl_detail_varied_sized --grpo --ship grpo
 endif
 
 clean:
