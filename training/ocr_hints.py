@@ -106,13 +106,7 @@ def add_ocr_hints(
         if rng.random() < share:
             picked.append(i)
     choice = choose_workers(workers)
-    log.info(
-        "OCR hints for %d of %d conversations, %s processes: %s",
-        len(picked),
-        len(rows),
-        choice.threads,
-        choice,
-    )
+    log.info("OCR hints for %d of %d conversations; processes: %s", len(picked), len(rows), choice)
     hints = _read_hints([data / rows[i]["images"][0] for i in picked], reader, choice.threads)
     for i, hint in zip(picked, tqdm(hints, total=len(picked), desc="ocr hints", unit="image"), strict=True):
         if not hint:  # the engine read nothing: the conversation stays as it is, as the service would send it
