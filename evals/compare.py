@@ -5,8 +5,8 @@
 For every eval both directories hold (each subdirectory with a report of vqa, pope or chair, as `assistant eval`,
 the recipe and scripts/api_eval.sh write them: vqa/, pope/, chair/, text/, color/ ...; VQA also by task, and by task
 on scenes of four or more objects, e.g. `color@4+`), the answers are re-scored per item with the evals' own scorers,
-and each metric's difference B - A gets a 95% interval from a paired bootstrap: the same resampled questions for both models, so what both got right or wrong
-cancels. On 557 skill-VQA questions one model's accuracy has a standard error near 0.02, while the paired
+and each metric's difference B - A gets a 95% interval from a paired bootstrap: the same resampled questions for
+both models, so what both got right or wrong cancels. On 557 skill-VQA questions one model's accuracy has a standard error near 0.02, while the paired
 difference of two close models has one near 0.01 (95% intervals of about +-0.02); a difference whose interval holds
 0 is not a change.
 """
