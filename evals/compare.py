@@ -6,9 +6,9 @@ For every eval both directories hold (each subdirectory with a report of vqa, po
 the recipe and scripts/api_eval.sh write them: vqa/, pope/, chair/, text/, color/ ...; VQA also by task, and by task
 on scenes of four or more objects, e.g. `color@4+`), the answers are re-scored per item with the evals' own scorers,
 and each metric's difference B - A gets a 95% interval from a paired bootstrap: the same resampled questions for
-both models, so what both got right or wrong cancels. On 557 skill-VQA questions one model's accuracy has a standard error near 0.02, while the paired
-difference of two close models has one near 0.01 (95% intervals of about +-0.02); a difference whose interval holds
-0 is not a change.
+both models, so what both got right or wrong cancels. On 557 skill-VQA questions one model's accuracy has a
+standard error near 0.02, while the paired difference of two close models has one near 0.01 (95% intervals of about
++-0.02); a difference whose interval holds 0 is not a change.
 """
 
 from __future__ import annotations
@@ -72,17 +72,16 @@ def _report(run: Path, name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _evals(a: Path, b: Path) -> list[tuple[str, str]]:
-    """(subdirectory, benchmark) of every eval both directories hold: vqa, pope, chair first, then the rest by name."""
-    names = {d.name for d in a.iterdir() if (d / "report.json").is_file()} if a.is_dir() else set()
-    names &= {d.name for d in b.iterdir() if (d / "report.json").is_file()} if b.is_dir() else set()
+def _evals(a: Path, b: Path) -> list[tuple[str, str, dict, dict]]:
+    """(subdirectory, benchmark, A's report, B's report) of every eval both directories hold: vqa, pope and chair
+    first, then the rest by name."""
+    names = [d.name for d in a.iterdir() if d.is_dir()] if a.is_dir() else []
+    order = list(METRICS)
     out = []
-    for name in sorted(
-        names, key=lambda n: (n not in METRICS, list(METRICS).index(n) if n in METRICS else 0, n)
-    ):
-        bench = json.loads((a / name / "report.json").read_text()).get("benchmark")
-        if bench in METRICS:
-            out.append((name, bench))
+    for name in sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n)):
+        report_a, report_b = _report(a, name), _report(b, name)
+        if report_a and report_b and report_a.get("benchmark") in METRICS:
+            out.append((name, report_a["benchmark"], report_a, report_b))
     return out
 
 
@@ -166,9 +165,8 @@ def compare(a: Path, b: Path, resamples: int = 2000, seed: int = 0) -> list[Row]
     """Paired-bootstrap rows for every eval both directories hold (VQA also per task, and at 4+ objects)."""
     rng = np.random.default_rng(seed)
     out: list[Row] = []
-    for name, bench in _evals(a, b):
+    for name, bench, report_a, report_b in _evals(a, b):
         metrics = METRICS[bench]
-        report_a, report_b = _report(a, name), _report(b, name)
         if report_a["dataset"]["hash"] != report_b["dataset"]["hash"]:
             raise EvalError(f"{a / name} and {b / name} scored different data; compare runs on one eval set")
         if report_a["dataset"]["n"] != report_b["dataset"]["n"]:
