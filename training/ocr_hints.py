@@ -64,7 +64,7 @@ def _hint(image: Path, reader: Any = None) -> str:
 
 def _read_hints(images: list[Path], reader: Any, workers: int) -> Iterator[str]:
     """Each image's hint, in order: in this process with `reader` (or one made here), or over `workers` processes."""
-    if reader is not None or workers <= 1 or len(images) < 2 * workers:
+    if workers <= 1 or len(images) < 2 * workers:
         reader = reader or _one_thread_reader()
         yield from (_hint(image, reader) for image in images)
         return
@@ -86,7 +86,7 @@ def add_ocr_hints(
         log.info("%s already has OCR hints (%s); leaving it", data, manifest["ocr_hints"])
         return manifest["ocr_hints"]
     from assistant.ocr import insert_hint
-    from assistant.threads import choose_workers
+    from assistant.threads import ThreadChoice, choose_workers
     from assistant.toyworld.writers import IMAGE_TOKEN
 
     with_text = _images_with_text(data)
@@ -105,7 +105,8 @@ def add_ocr_hints(
         counts["eligible"] += 1
         if rng.random() < share:
             picked.append(i)
-    choice = choose_workers(workers)
+    # a reader given is read with here, in this process: no processes to choose (nor idle CPUs to measure)
+    choice = ThreadChoice(1, "the reader given") if reader is not None else choose_workers(workers)
     log.info("OCR hints for %d of %d conversations; processes: %s", len(picked), len(rows), choice)
     hints = _read_hints([data / rows[i]["images"][0] for i in picked], reader, choice.threads)
     for i, hint in zip(picked, tqdm(hints, total=len(picked), desc="ocr hints", unit="image"), strict=True):
