@@ -140,7 +140,8 @@ class RecipeArgs:
         default_factory=list,
         metadata={
             "help": "Override a stage's YAML, CONFIG.KEY=VALUE (VALUE is YAML), e.g. pretrain.train_parts=[connector] "
-            "or sft.learning_rate=1e-3; repeatable. CONFIG is a file name in configs/toy/ (ablations: docs/recipe.md)."
+            "or sft.learning_rate=1e-3; repeatable. CONFIG is a file name in configs/toy/ (ablations: docs/recipe.md), "
+            "or one focus stage by name (stage2b, stage2b2, ...: e.g. stage2b3.vision_lr_scale=0.1, over sft_focus's)."
         },
     )
 
@@ -218,17 +219,27 @@ class RecipeArgs:
             stages.append((task, int(epochs) if sep else None))
         return stages
 
+    def focus_stage_names(self) -> list[str]:
+        """This run's focus stages by name: stage2b, stage2b2, ... (numbered on with --continue_from)."""
+        first = self.first_focus() if self.focus_task else 0
+        return [focus_name("stage2b", i) for i in range(first, first + len(self.focus_stages()))]
+
     def stage_overrides(self) -> dict[str, dict]:
-        """`--set` as {config name: {key: value}}."""
+        """`--set` as {config name or focus stage name: {key: value}}. A focus stage's own (e.g.
+        stage2b3.vision_lr_scale=0.1) applies to that stage alone, over `sft_focus.*`."""
         out: dict[str, dict] = {}
         for item in self.set:
             target, sep, value = item.partition("=")
             name, dot, key = target.partition(".")
             if not (sep and dot and name and key):
                 raise ValueError(f"--set {item!r}: write CONFIG.KEY=VALUE, e.g. sft.learning_rate=1e-3")
-            if not (CONFIGS / f"{name}.yaml").is_file():
+            if not (CONFIGS / f"{name}.yaml").is_file() and name not in self.focus_stage_names():
                 known = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
-                raise ValueError(f"--set {item!r}: no configs/toy/{name}.yaml; choose from {known}")
+                stages = ", ".join(self.focus_stage_names()) or "none without --focus_task"
+                raise ValueError(
+                    f"--set {item!r}: no configs/toy/{name}.yaml nor a focus stage of this run; choose from "
+                    f"{known} or a focus stage ({stages})"
+                )
             out.setdefault(name, {})[key] = _yaml_value(value)
         return out
 
@@ -571,7 +582,7 @@ def run(args: RecipeArgs) -> Path:
                 "dataset": str(data[focus_name("focus", i)]),
                 "output_dir": str(work / name),
             }
-            pinned[name] = {"num_train_epochs": epochs} if epochs else {}
+            pinned[name] = {**extra.get(name, {}), **({"num_train_epochs": epochs} if epochs else {})}
             stages.append((name, "sft_focus", sft.main, sft_parsers, {**focus, **small}))
             previous = work / name
         refresh_data = {"dataset": str(data["refresh"])} if args.refresh_task else {}

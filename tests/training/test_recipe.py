@@ -68,6 +68,8 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
             "instruct_train",
             "--set",
             "sft_focus.num_train_epochs=7",
+            "--set",
+            "stage2b2.learning_rate=5e-4",  # one focus stage's own setting
         ]
     )
     tasks = {
@@ -92,6 +94,7 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
     assert configs["stage2b2"]["dataset"] == f"{work}/data/focus2"
     assert configs["stage2b2"]["output_dir"] == f"{work}/stage2b2"
     assert configs["stage2b2"]["num_train_epochs"] == 7  # no epochs given: --set's
+    assert configs["stage2b2"]["learning_rate"] == 5e-4 and configs["sft_focus"]["learning_rate"] != 5e-4
     assert configs["sft_refresh"]["model_name_or_path"] == f"{work}/stage2b2"
     assert configs["sft_refresh"]["dataset"] == f"{work}/data/refresh"
     assert configs["dpo"]["model_name_or_path"] == str(
@@ -211,6 +214,11 @@ def test_recipe_refuses_a_malformed_override():
         recipe.RecipeArgs(set=["sft.learning_rate"])
     with pytest.raises(ValueError, match="no configs/toy/nope.yaml"):
         recipe.RecipeArgs(set=["nope.x=1"])
+    with pytest.raises(ValueError, match=r"nor a focus stage of this run.*\(stage2b, stage2b2\)"):
+        recipe.RecipeArgs(focus_task="color_all:3,keyed", set=["stage2b3.learning_rate=1e-3"])
+    assert recipe.RecipeArgs(
+        focus_task="color_all:3,keyed", set=["stage2b2.learning_rate=1e-3"]
+    ).stage_overrides() == {"stage2b2": {"learning_rate": 1e-3}}
     with pytest.raises(ValueError, match="focus_task must be a toy-world conversation task"):
         recipe.RecipeArgs(focus_task="pope")  # a POPE set is not training conversations
     with pytest.raises(ValueError, match="focus_task must be a toy-world conversation task"):
