@@ -228,14 +228,15 @@ class RecipeArgs:
         """`--set` as {config name or focus stage name: {key: value}}. A focus stage's own (e.g.
         stage2b3.vision_lr_scale=0.1) applies to that stage alone, over `sft_focus.*`."""
         out: dict[str, dict] = {}
+        focus_stages = self.focus_stage_names()
         for item in self.set:
             target, sep, value = item.partition("=")
             name, dot, key = target.partition(".")
             if not (sep and dot and name and key):
                 raise ValueError(f"--set {item!r}: write CONFIG.KEY=VALUE, e.g. sft.learning_rate=1e-3")
-            if not (CONFIGS / f"{name}.yaml").is_file() and name not in self.focus_stage_names():
+            if not (CONFIGS / f"{name}.yaml").is_file() and name not in focus_stages:
                 known = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
-                stages = ", ".join(self.focus_stage_names()) or "none without --focus_task"
+                stages = ", ".join(focus_stages) or "none without --focus_task"
                 raise ValueError(
                     f"--set {item!r}: no configs/toy/{name}.yaml nor a focus stage of this run; choose from "
                     f"{known} or a focus stage ({stages})"
