@@ -42,7 +42,8 @@ lint: install
 # object's colour by its shape, 3 epochs; 2b2: where / is there / how many by shape, 1 epoch; 2b3: every shape and
 # colour counted, 1 epoch; 2b4: where every object is, 2 epochs, read from stage 0's place-aware patch tokens), 2c on
 # instruct_varied_all (600 steps) and GRPO (3b) beside DPO (docs/recipe.md, sessions 13-19); with stage 0 at one
-# thread (configs/toy/bootstrap.yaml) it rebuilds session 19's model bit for bit (session 33). The second
+# thread (configs/toy/bootstrap.yaml) it rebuilds session 19's model bit for bit on the machine session 33 checked
+# (not on session 35's: stage 0 differs by machine). The second
 # (runs/toy_position) continues its GRPO model: 2b5, every region and relation question of a scene (position_all, 2
 # epochs), 2b6, the same opened by a description for half the images (position_detail, 1 epoch), 2c on
 # instruct_many_pos (descriptions asked in 1,239 phrasings, a position_detail conversation for one scene in six;

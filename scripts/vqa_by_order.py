@@ -4,6 +4,7 @@ many OpenAI-API clients send it): the diagnostic of docs/recipe.md, session 13.
     python scripts/vqa_by_order.py --model runs/armD/stage2 --data runs/armD/data/eval_vqa --order text_first color
     python scripts/vqa_by_order.py --model M --data D --limit 3000 color --by_question '\\b(small|medium|large)\\b'
     python scripts/vqa_by_order.py --model M --data D --limit 3000 color --by_size_gap
+    python scripts/vqa_by_order.py --model M --data D --limit 500 color --by_objects
 
 The first `--limit` rows of the set, free-form questions dropped (as `assistant eval vqa --limit` selects them),
 answered greedily in-process and scored by the evals' parser (`evals.vqa.answer_credit`).
@@ -52,6 +53,11 @@ def main() -> None:
         help="Also score questions that name their object by size and shape ('the small heart') by the width gap, in "
         "px, between that object and the nearest other object of its shape (the set's scenes.jsonl).",
     )
+    parser.add_argument(
+        "--by_objects",
+        action="store_true",
+        help="Also score each task by the number of objects in its scene (1, 2-3, 4+; the set's scenes.jsonl).",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = Path(args.data)
@@ -62,7 +68,7 @@ def main() -> None:
         if r["answer_type"] != "free" and (not args.tasks or r["task"] in args.tasks)
     ]
     scenes = {}
-    if args.by_size_gap:
+    if args.by_size_gap or args.by_objects:
         lines = (data / "scenes.jsonl").read_text().splitlines()
         scenes = {s["image"]: s for s in map(json.loads, filter(None, lines))}
     assistant = Assistant.load(args.model, device="cpu")
@@ -83,12 +89,21 @@ def main() -> None:
         if args.by_question:
             matched = "matches" if re.search(args.by_question, row["text"]) else "does not match"
             credit[f"{row['task']} ({matched} {args.by_question!r})"].append(score)
-        gap = size_gap(scenes[row["image"]], row["text"]) if scenes else None
+        if args.by_objects:
+            credit[f"{row['task']} ({object_bucket(scenes[row['image']])} objects)"].append(score)
+        gap = size_gap(scenes[row["image"]], row["text"]) if args.by_size_gap else None
         if gap is not None:
             bucket = next((b for top, b in ((3, "0-3"), (6, "4-6"), (10, "7-10")) if gap <= top), "> 10")
             credit[f"{row['task']} (size gap {bucket} px)"].append(score)
     for task, values in sorted(credit.items()):
         log.info("%s, %s: %.3f (n=%d)", args.model, task, sum(values) / len(values), len(values))
+
+
+def object_bucket(scene: dict) -> str:
+    """The scene's object count as `--by_objects` groups it: "1" (or none), "2-3" or "4+" (the colour goal's crowded
+    scenes)."""
+    n = len(scene["objects"])
+    return "1" if n <= 1 else "2-3" if n <= 3 else "4+"
 
 
 def size_gap(scene: dict, question: str) -> int | None:

@@ -431,18 +431,22 @@ def _color_size_compare(scene: Scene, ctx: TaskContext) -> list[Record]:
 _color_size_compare_detail = _detail_opened(_color_size_compare, "detail_many", "color_size_compare")
 
 
-def _crowded(inner: Callable, least: int = 4) -> Callable:
-    """`inner`'s conversations for scenes of `least` objects or more, none for the rest. Through the API every colour
-    question the shipped model missed in scenes of four or more objects named its object by size (46 of 50 right;
-    docs/recipe.md, session 27)."""
+def _crowded(inner: Callable, least: int = 4, most: int | None = None) -> Callable:
+    """`inner`'s conversations for scenes of `least` objects or more (and `most` or fewer), none for the rest.
+    Through the API every colour question the shipped model missed in scenes of four or more objects named its
+    object by size (46 of 50 right; docs/recipe.md, session 27)."""
 
     def make(scene: Scene, ctx: TaskContext) -> list[Record]:
-        return inner(scene, ctx) if len(scene.objects) >= least else []
+        n = len(scene.objects)
+        return inner(scene, ctx) if n >= least and (most is None or n <= most) else []
 
     return make
 
 
 _color_size_compare_crowded = _crowded(_color_size_compare_detail)
+# the lookup on scenes where it is easiest to find: two or three objects, so one other object competes with the one
+# named (docs/recipe.md, session 35: easy scenes first)
+_color_all_sparse = _crowded(_color_all, least=2, most=3)
 
 
 def _instruct_many_with(colour: Callable, n: int = 6) -> Callable:
@@ -685,6 +689,13 @@ TASKS: dict[str, TaskSpec] = {
             "conversation",
             _color_all,
             "The colour of every object named by its shape, one turn each (a focus task).",
+        ),
+        TaskSpec(
+            "color_all_sparse",
+            "conversation",
+            _color_all_sparse,
+            "color_all for the scenes of two or three objects only; none for the rest (a focus task: easy scenes "
+            "first).",
         ),
         TaskSpec(
             "keyed",

@@ -1,5 +1,5 @@
 """scripts/vqa_by_order.py's size gap: the width gap between the object a question names by size and its shape's
-nearest other object (docs/recipe.md, session 26)."""
+nearest other object (docs/recipe.md, session 26); and its object-count groups (`--by_objects`, session 35)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,15 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "vqa_by_order.py"
 
 
-def _size_gap():
+def _script():
     spec = importlib.util.spec_from_file_location("vqa_by_order", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.size_gap
+    return module
+
+
+def _size_gap():
+    return _script().size_gap
 
 
 def _obj(shape: str, size: str, x0: int, width: int) -> dict:
@@ -35,3 +39,9 @@ def test_size_gap_is_the_width_gap_to_the_nearest_other_object_of_the_named_shap
     assert size_gap(scene, "What colour is the medium heart?") == 7
     assert size_gap(scene, "What colour is the heart?") is None  # not named by size
     assert size_gap(scene, "What colour is the small star?") is None  # no other star
+
+
+def test_object_bucket_groups_scenes_as_the_colour_goal_does():
+    bucket = _script().object_bucket
+    heart = _obj("heart", "small", 0, 30)
+    assert [bucket({"objects": [heart] * n}) for n in range(7)] == ["1", "1", "2-3", "2-3", "4+", "4+", "4+"]

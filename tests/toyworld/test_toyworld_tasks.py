@@ -722,6 +722,19 @@ def test_color_size_compare_crowded_asks_color_size_compare_of_scenes_of_four_or
     assert {c.scene_seed for c in crowded} == {s for s, scene in seeds.items() if len(scene.objects) >= 4}
 
 
+def test_color_all_sparse_asks_color_all_of_scenes_of_two_or_three_objects_only():
+    sparse = build_records("color_all_sparse", scenes("tiny", 300), 0)
+    full = {c.scene_seed: c for c in build_records("color_all", scenes("tiny", 300), 0)}
+    seeds = {s.seed: s for s in scenes("tiny", 300)}
+    assert sparse and {c.task for c in sparse} == {"color_all"}
+    assert {c.scene_seed for c in sparse} == {s for s in full if 2 <= len(seeds[s].objects) <= 3}
+    # color_all's questions for those scenes (its phrasings drawn anew)
+    assert all(
+        sorted(t.answer for t in c.turns) == sorted(t.answer for t in full[c.scene_seed].turns)
+        for c in sparse
+    )
+
+
 def test_color_size_compare_adds_the_colour_of_the_larger_or_smaller_of_two_same_shape_objects():
     convs = build_records("color_size_compare", scenes(), 0)
     plain = {c.scene_seed: c for c in build_records("color_size_detail", scenes(), 0)}
