@@ -723,9 +723,10 @@ def test_color_size_compare_crowded_asks_color_size_compare_of_scenes_of_four_or
 
 
 def test_color_all_sparse_asks_color_all_of_scenes_of_two_or_three_objects_only():
-    sparse = build_records("color_all_sparse", scenes("tiny", 300), 0)
-    full = {c.scene_seed: c for c in build_records("color_all", scenes("tiny", 300), 0)}
-    seeds = {s.seed: s for s in scenes("tiny", 300)}
+    pool = scenes("tiny", 300)
+    sparse = build_records("color_all_sparse", pool, 0)
+    full = {c.scene_seed: c for c in build_records("color_all", pool, 0)}
+    seeds = {s.seed: s for s in pool}
     assert sparse and {c.task for c in sparse} == {"color_all"}
     assert {c.scene_seed for c in sparse} == {s for s in full if 2 <= len(seeds[s].objects) <= 3}
     # color_all's questions for those scenes (its phrasings drawn anew)
