@@ -93,6 +93,16 @@ class RecipeArgs:
             "data/focus2, ...: scenes from seed +60,000,000, +62,000,000, ...). Empty: off (docs/recipe.md, sessions 13-15)."
         },
     )
+    focus_check: str = field(
+        default="",
+        metadata={
+            "help": "Run a focus stage until a held-out check says its skill has formed: STAGE=TASK:STOP_AT, "
+            "comma-separated (e.g. stage2b=color:0.75). The stage answers the first 250 questions of data/check_TASK "
+            "(toy-world TASK on eval-split scenes from seed +500,000) every 200 steps (--set STAGE.skill_check_every=N) "
+            "and stops once they score STOP_AT; its epochs are then the most it runs (training/skill_check.py, "
+            "docs/recipe.md, session 36)."
+        },
+    )
     n_focus: int = field(
         default=10000,
         metadata={"help": "Scenes of the focus task (one conversation each; color: one question)."},
@@ -190,6 +200,7 @@ class RecipeArgs:
         if self.install is None:
             self.install = self.connector == "mlp2x_gelu"
         self.stage_overrides()  # a malformed --set fails before any work
+        self.focus_checks()
 
     @property
     def runs_dpo(self) -> bool:
@@ -218,6 +229,30 @@ class RecipeArgs:
                 raise ValueError(f"focus_task {item!r}: write TASK or TASK:EPOCHS with EPOCHS >= 1")
             stages.append((task, int(epochs) if sep else None))
         return stages
+
+    def focus_checks(self) -> dict[str, tuple[str, float]]:
+        """`--focus_check` as {focus stage name: (check task, stop_at)}."""
+        from assistant.toyworld import TASKS
+
+        checks: dict[str, tuple[str, float]] = {}
+        names = self.focus_stage_names()
+        for item in filter(None, (part.strip() for part in self.focus_check.split(","))):
+            stage, _, rest = item.partition("=")
+            task, _, stop_at = rest.partition(":")
+            try:
+                stop = float(stop_at)
+            except ValueError:
+                stop = -1.0
+            if not (task and 0.0 < stop <= 1.0):
+                raise ValueError(f"focus_check {item!r}: write STAGE=TASK:STOP_AT with 0 < STOP_AT <= 1")
+            if stage not in names:
+                raise ValueError(
+                    f"focus_check {item!r}: {stage!r} is not a focus stage of this run ({', '.join(names) or 'none'})"
+                )
+            if task not in TASKS or TASKS[task].format != "conversation":
+                raise ValueError(f"focus_check {item!r}: {task!r} is not a toy-world question task")
+            checks[stage] = (task, stop)
+        return checks
 
     def focus_stage_names(self) -> list[str]:
         """This run's focus stages by name: stage2b, stage2b2, ... (numbered on with --continue_from)."""
@@ -319,6 +354,9 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         plan[focus_name("focus", i)] = (task, args.n_focus, focus_seed(args.seed, i), False)
     if args.refresh_task:
         plan["refresh"] = (args.refresh_task, args.n_refresh, args.seed + 70_000_000, False)
+    for task, _ in args.focus_checks().values():
+        scenes = args.n_eval if args.smoke else CHECK_SCENES
+        plan[f"check_{task}"] = (task, scenes, check_seed(args.seed, task), True)
     out, built = {}, False
     for name, (task, n, seed, eval_split) in plan.items():
         path = work / "data" / name
@@ -345,6 +383,15 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
 
 
 MAX_FOCUS = 20
+CHECK_SCENES = 300  # a focus stage's held-out check: 250 questions of most tasks
+
+
+def check_seed(seed: int, task: str) -> int:
+    """The first scene seed of `task`'s check set: eval-split scenes from seed + 500,000, 10,000 apart by task (the
+    benchmarks' sets start at seed + 0 .. + 300,000)."""
+    from assistant.toyworld import TASKS
+
+    return seed + 500_000 + list(TASKS).index(task) * 10_000
 
 
 def focus_seed(seed: int, i: int) -> int:
@@ -574,6 +621,7 @@ def run(args: RecipeArgs) -> Path:
     if args.focus_task:
         sft_parsers = (sft.SFTScriptArgs, SFTConfig, ModelConfig)
         previous = Path(args.continue_from) if earlier else tuned
+        checks = args.focus_checks()
         for i, (_, epochs) in enumerate(
             args.focus_stages(), start=args.first_focus()
         ):  # TASK:EPOCHS wins over --set sft_focus.*
@@ -584,6 +632,14 @@ def run(args: RecipeArgs) -> Path:
                 "output_dir": str(work / name),
             }
             pinned[name] = {**extra.get(name, {}), **({"num_train_epochs": epochs} if epochs else {})}
+            if name in checks:
+                check_task, stop_at = checks[name]
+                pinned[name] = {
+                    "skill_check_data": str(data[f"check_{check_task}"]),
+                    "skill_check_limit": 250,
+                    "skill_check_stop_at": stop_at,
+                    **pinned[name],
+                }
             stages.append((name, "sft_focus", sft.main, sft_parsers, {**focus, **small}))
             previous = work / name
         refresh_data = {"dataset": str(data["refresh"])} if args.refresh_task else {}

@@ -10,7 +10,7 @@ Loss on assistant tokens only (the chat template's {% generation %} marks them);
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import set_seed
@@ -25,13 +25,32 @@ from training.common import (
     save_final,
 )
 from training.data import load_sft_dataset
+from training.skill_check import SkillCheck, load_check_questions
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class SFTScriptArgs(DataArgs):
-    pass
+    skill_check_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "A toy-world eval set (qa.jsonl and images) the model answers every skill_check_every steps "
+            "(training/skill_check.py); its scores go to skill_check.jsonl in output_dir."
+        },
+    )
+    skill_check_tasks: list[str] = field(
+        default_factory=list, metadata={"help": "The set's tasks to ask (default: all)."}
+    )
+    skill_check_limit: int = field(default=200, metadata={"help": "Questions per check: the set's first N."})
+    skill_check_every: int = field(default=200, metadata={"help": "Steps between checks."})
+    skill_check_stop_at: float | None = field(
+        default=None,
+        metadata={
+            "help": "Stop the stage once a check scores this much (the skill has formed); the stage's epochs are "
+            "then the most it runs. None: record the scores only."
+        },
+    )
 
 
 def check_config(train: SFTConfig) -> None:
@@ -57,6 +76,15 @@ def main(script: SFTScriptArgs, train: SFTConfig, model_args: ModelConfig) -> Pa
         train_dataset=dataset,
         peft_config=lora_config(model_args) if model_args.use_peft else None,
     )
+    if script.skill_check_data:
+        questions = load_check_questions(
+            script.skill_check_data, script.skill_check_tasks, script.skill_check_limit
+        )
+        trainer.add_callback(
+            SkillCheck(
+                questions, processor, script.skill_check_every, script.skill_check_stop_at, train.output_dir
+            )
+        )
     trainer.train(resume_from_checkpoint=resume_checkpoint(train.output_dir, train.resume_from_checkpoint))
     out = save_final(trainer, processor, train.output_dir, peft=model_args.use_peft)
     log.info("stage 2 done: %s (%d samples, %d skipped)", out, report.kept, report.skipped)

@@ -70,6 +70,8 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
             "sft_focus.num_train_epochs=7",
             "--set",
             "stage2b2.learning_rate=5e-4",  # one focus stage's own setting
+            "--focus_check",
+            "stage2b2=color:0.9",  # run until held-out colour questions score 0.9
         ]
     )
     tasks = {
@@ -95,6 +97,14 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
     assert configs["stage2b2"]["output_dir"] == f"{work}/stage2b2"
     assert configs["stage2b2"]["num_train_epochs"] == 7  # no epochs given: --set's
     assert configs["stage2b2"]["learning_rate"] == 5e-4 and configs["sft_focus"]["learning_rate"] != 5e-4
+    assert configs["stage2b2"]["skill_check_data"] == f"{work}/data/check_color"
+    assert (
+        configs["stage2b2"]["skill_check_stop_at"] == 0.9 and "skill_check_data" not in configs["sft_focus"]
+    )
+    check = json.loads((work / "data" / "check_color" / "manifest.json").read_text())
+    assert check["task"] == "color" and check["seed"] == recipe.check_seed(0, "color")
+    scores = [json.loads(line) for line in (work / "stage2b2" / "skill_check.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in scores] == [3]  # the smoke stage's 3 steps, checked at its end
     assert configs["sft_refresh"]["model_name_or_path"] == f"{work}/stage2b2"
     assert configs["sft_refresh"]["dataset"] == f"{work}/data/refresh"
     assert configs["dpo"]["model_name_or_path"] == str(
@@ -219,6 +229,15 @@ def test_recipe_refuses_a_malformed_override():
     assert recipe.RecipeArgs(
         focus_task="color_all:3,keyed", set=["stage2b2.learning_rate=1e-3"]
     ).stage_overrides() == {"stage2b2": {"learning_rate": 1e-3}}
+    with pytest.raises(ValueError, match="not a focus stage of this run"):
+        recipe.RecipeArgs(focus_task="color_all:3", focus_check="stage2b2=color:0.8")
+    with pytest.raises(ValueError, match="STAGE=TASK:STOP_AT"):
+        recipe.RecipeArgs(focus_task="color_all:3", focus_check="stage2b=color:80")
+    with pytest.raises(ValueError, match="not a toy-world question task"):
+        recipe.RecipeArgs(focus_task="color_all:3", focus_check="stage2b=pope:0.8")
+    assert recipe.RecipeArgs(focus_task="color_all:3", focus_check="stage2b=color:0.75").focus_checks() == {
+        "stage2b": ("color", 0.75)
+    }
     with pytest.raises(ValueError, match="focus_task must be a toy-world conversation task"):
         recipe.RecipeArgs(focus_task="pope")  # a POPE set is not training conversations
     with pytest.raises(ValueError, match="focus_task must be a toy-world conversation task"):

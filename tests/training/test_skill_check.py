@@ -1,0 +1,97 @@
+"""The held-out skill check inside a stage (training/skill_check.py), on a tiny model trained for real steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from trl import ModelConfig, SFTConfig
+
+from assistant.errors import ConfigError
+from tests.training.conftest import train_config
+from training import sft
+from training.skill_check import check_accuracy, load_check_questions
+
+
+@pytest.fixture(scope="module")
+def colour_check(tmp_path_factory) -> Path:
+    from assistant.toyworld import make_dataset
+
+    return make_dataset(
+        tmp_path_factory.mktemp("check") / "color", task="color", n=8, seed=5800000, eval_split=True
+    )
+
+
+def checks(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "skill_check.jsonl").read_text().splitlines()]
+
+
+def own_answers_set(source: Path, model_dir: Path, out: Path) -> Path:
+    """`source`'s questions with the model's own greedy answers as their gold (answer type text): the model scores
+    1.0 on it until its weights move."""
+    from assistant.inference import Assistant
+
+    assistant = Assistant.load(model_dir, device="cpu")
+    out.mkdir()
+    (out / "images").symlink_to((source / "images").resolve())
+    rows = []
+    for q in load_check_questions(source, ["color"], 4):
+        content = [{"type": "image", "image": q["image"]}, {"type": "text", "text": q["text"]}]
+        answer = assistant.chat(
+            [{"role": "user", "content": content}], max_new_tokens=16, temperature=0.0
+        ).text
+        rows.append(
+            {**q, "image": str(Path(q["image"]).relative_to(source)), "answer": answer, "answer_type": "text"}
+        )
+    (out / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert check_accuracy(assistant, load_check_questions(out, [], 10)) == 1.0
+    return out
+
+
+def test_the_check_scores_every_n_steps_and_at_the_end_while_the_model_trains(
+    tmp_path, toy_data, tiny_model_dir, colour_check
+):
+    from tests.training.test_stages import changed, weights
+
+    out = sft.main(
+        sft.SFTScriptArgs(
+            dataset=str(toy_data["instruct"]),
+            skill_check_data=str(colour_check),
+            skill_check_tasks=["color"],
+            skill_check_limit=5,
+            skill_check_every=2,
+        ),
+        train_config(SFTConfig, tmp_path / "sft", max_steps=5),
+        ModelConfig(model_name_or_path=str(tiny_model_dir)),
+    )
+    scores = checks(out)
+    assert [s["step"] for s in scores] == [2, 4, 5]  # every 2 steps, then the last step once
+    assert all(s["n"] == 5 and 0.0 <= s["accuracy"] <= 1.0 for s in scores)
+    assert changed(weights(tiny_model_dir), weights(out), "language_model.")  # the checks leave training on
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 5
+
+
+def test_a_stage_stops_once_the_check_reaches_stop_at(tmp_path, toy_data, tiny_model_dir, colour_check):
+    check = own_answers_set(colour_check, tiny_model_dir, tmp_path / "own")
+    out = sft.main(
+        sft.SFTScriptArgs(
+            dataset=str(toy_data["instruct"]),
+            skill_check_data=str(check),
+            skill_check_every=2,
+            skill_check_stop_at=1.0,
+        ),
+        # a zero rate keeps the answers the model gave, so the first check scores 1.0
+        train_config(SFTConfig, tmp_path / "sft", max_steps=8, learning_rate=0.0),
+        ModelConfig(model_name_or_path=str(tiny_model_dir)),
+    )
+    assert [(s["step"], s["accuracy"]) for s in checks(out)] == [(2, 1.0)]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
+    assert (out / "model.safetensors").is_file()  # the stopped stage is saved as a finished one
+
+
+def test_a_check_set_without_questions_of_its_tasks_is_refused(tmp_path, colour_check):
+    with pytest.raises(ConfigError, match="no scorable questions"):
+        load_check_questions(colour_check, ["count"], 10)
+    with pytest.raises(ConfigError, match="no qa.jsonl"):
+        load_check_questions(tmp_path, [], 10)

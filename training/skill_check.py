@@ -1,0 +1,110 @@
+"""A held-out skill check inside a training stage: every `every` steps the model answers the first `limit` questions
+of a toy-world eval set (greedy, as `assistant eval vqa` asks them) and the stage stops once their accuracy reaches
+`stop_at`.
+
+A focus stage's skill forms in a late, sudden transition (colour by shape: from chance to 0.7-0.8 within a few
+hundred steps), and when it comes varies with the seed and the machine: three epochs of `color_all` crossed in some
+runs and not in others (docs/recipe.md, session 35). Fixed epochs therefore both spend steps after the crossing and
+stop some runs before it; a check makes a stage run until the skill has formed, up to its epochs.
+
+    python training/sft.py --config configs/toy/sft_focus.yaml --skill_check_data runs/toy/data/check_color \
+        --skill_check_stop_at 0.8 --lr_scheduler_type constant_with_warmup
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+from assistant.errors import ConfigError
+from assistant.inference import Assistant
+from evals.vqa import answer_credit
+
+log = logging.getLogger(__name__)
+
+
+def load_check_questions(data: str | Path, tasks: list[str], limit: int) -> list[dict]:
+    """The first `limit` scorable questions of a toy-world eval set (its qa.jsonl), of `tasks` if given, with their
+    images' paths made absolute."""
+    data = Path(data)
+    qa = data / "qa.jsonl"
+    if not qa.is_file():
+        raise ConfigError(
+            f"skill check set {str(data)!r} has no qa.jsonl; make one with `assistant toyworld generate --task TASK "
+            "--eval --out DIR`"
+        )
+    rows = [json.loads(line) for line in qa.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["answer_type"] != "free" and (not tasks or r["task"] in tasks)]
+    if not rows:
+        raise ConfigError(
+            f"skill check set {str(data)!r} holds no scorable questions of tasks {tasks or 'any'}"
+        )
+    return [{**r, "image": str(data / r["image"])} for r in rows[:limit]]
+
+
+def check_accuracy(assistant: Assistant, questions: list[dict]) -> float:
+    """Greedy answers to `questions`, scored by the evals' parser (`evals.vqa.answer_credit`)."""
+    credit = 0.0
+    for q in questions:
+        content = [{"type": "image", "image": q["image"]}, {"type": "text", "text": q["text"]}]
+        answer = assistant.chat(
+            [{"role": "user", "content": content}], max_new_tokens=16, temperature=0.0
+        ).text
+        credit += answer_credit(q["answer_type"], q["answer"], answer)[0]
+    return credit / len(questions)
+
+
+class SkillCheck(TrainerCallback):
+    """Scores the model on held-out questions every `every` steps (and at the end), logs each score and appends it
+    to `skill_check.jsonl` in the output directory, and stops training once a score reaches `stop_at` (None:
+    never, the scores are only recorded)."""
+
+    def __init__(
+        self, questions: list[dict], processor, every: int, stop_at: float | None, output_dir: str | Path
+    ) -> None:
+        if every < 1:
+            raise ConfigError(f"skill_check_every must be >= 1, got {every}")
+        if stop_at is not None and not 0.0 < stop_at <= 1.0:
+            raise ConfigError(f"skill_check_stop_at must be in (0, 1], got {stop_at}")
+        self.questions, self.processor, self.every, self.stop_at = questions, processor, every, stop_at
+        self.path = Path(output_dir) / "skill_check.jsonl"
+        self.scores: list[tuple[int, float]] = []
+
+    def _score(self, model, step: int) -> float:
+        if self.scores and self.scores[-1][0] == step:
+            return self.scores[-1][1]
+        was_training = model.training
+        try:
+            with torch.no_grad():
+                accuracy = check_accuracy(Assistant(model, self.processor), self.questions)
+        finally:
+            model.train(was_training)
+        self.scores.append((step, accuracy))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps({"step": step, "accuracy": accuracy, "n": len(self.questions)}) + "\n")
+        log.info("skill check at step %d: %.3f on %d held-out questions", step, accuracy, len(self.questions))
+        return accuracy
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every:
+            return control
+        accuracy = self._score(model, state.global_step)
+        if self.stop_at is not None and accuracy >= self.stop_at:
+            log.info(
+                "skill check reached %.3f >= %.3f at step %d of %d: stopping",
+                accuracy,
+                self.stop_at,
+                state.global_step,
+                state.max_steps,
+            )
+            control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._score(model, state.global_step)
+        return control
