@@ -173,6 +173,12 @@ def load_model_for_training(model_args: ModelConfig, data_args: DataArgs) -> tup
     return model, processor
 
 
+def setup_logging() -> None:
+    """The stage scripts' own log lines (what trains, the data report, skill checks) on stderr when a script is
+    launched by itself (`accelerate launch training/sft.py ...`); the recipe sets the same format for its runs."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 class AtomicCheckpointMixin:
     """Write each checkpoint into a staging directory and rename it into place, so a run killed mid-write never
     leaves a `checkpoint-N` that `--resume_from_checkpoint` would pick up half-written."""

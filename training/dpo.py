@@ -23,6 +23,7 @@ from training.common import (
     lora_config,
     resume_checkpoint,
     save_final,
+    setup_logging,
 )
 from training.data import load_preference_dataset
 
@@ -66,4 +67,5 @@ def main(script: DPOScriptArgs, train: DPOConfig, model_args: ModelConfig) -> Pa
 
 
 if __name__ == "__main__":
+    setup_logging()
     main(*TrlParser((DPOScriptArgs, DPOConfig, ModelConfig)).parse_args_and_config())

@@ -36,6 +36,7 @@ from training.common import (
     lora_config,
     resume_checkpoint,
     save_final,
+    setup_logging,
 )
 from training.data import load_prompt_dataset, load_sft_dataset
 from training.rewards import answer_errs, grpo_reward_functions
@@ -363,4 +364,5 @@ def plot_rewards(history: list[dict], path: Path) -> Path | None:
 
 
 if __name__ == "__main__":
+    setup_logging()
     main(*TrlParser((GRPOScriptArgs, GRPOConfig, ModelConfig)).parse_args_and_config())

@@ -23,6 +23,7 @@ from training.common import (
     make_stage_trainer,
     resume_checkpoint,
     save_final,
+    setup_logging,
 )
 from training.data import load_sft_dataset
 
@@ -121,4 +122,5 @@ def main(script: PretrainScriptArgs, train: SFTConfig, model_args: ModelConfig) 
 
 
 if __name__ == "__main__":
+    setup_logging()
     main(*TrlParser((PretrainScriptArgs, SFTConfig, ModelConfig)).parse_args_and_config())

@@ -23,6 +23,7 @@ from training.common import (
     make_stage_trainer,
     resume_checkpoint,
     save_final,
+    setup_logging,
 )
 from training.data import load_sft_dataset
 from training.skill_check import SkillCheck, load_check_questions
@@ -92,4 +93,5 @@ def main(script: SFTScriptArgs, train: SFTConfig, model_args: ModelConfig) -> Pa
 
 
 if __name__ == "__main__":
+    setup_logging()
     main(*TrlParser((SFTScriptArgs, SFTConfig, ModelConfig)).parse_args_and_config())

@@ -117,6 +117,7 @@ def test_sft_runs_from_the_command_line(tmp_path, tiny_model_dir, toy_data, laun
         h.get("learning_rate") == pytest.approx(1e-3, rel=0.5) for h in state["log_history"]
     )  # override won
     assert list((tmp_path / "out" / "runs").rglob("events.out.tfevents.*"))  # TensorBoard logs
+    assert ": stage 2 done: " in out.stderr  # the script's own log lines reach the user
 
 
 @pytest.mark.slow
