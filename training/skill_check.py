@@ -9,10 +9,14 @@ stop some runs before it; a check makes a stage run until the skill has formed, 
 
     python training/sft.py --config configs/toy/sft_focus.yaml --skill_check_data runs/toy/data/check_color \
         --skill_check_stop_at 0.8 --lr_scheduler_type constant_with_warmup
+    python -m training.skill_check runs/K/stage2b runs/K1/stage2b --stop_at 0.75 --out checks.png   # their curves
+
+A stage with a check writes its curve beside its weights as well (skill_check.png).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from pathlib import Path
@@ -107,4 +111,60 @@ class SkillCheck(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self._score(model, state.global_step)
+        plot_checks({self.path.parent.name: self.scores}, self.path.with_suffix(".png"), self.stop_at)
         return control
+
+
+def read_checks(stage_dir: str | Path) -> list[tuple[int, float]]:
+    """A stage's recorded checks as [(step, accuracy)] (its skill_check.jsonl; a resumed run's repeats dropped)."""
+    path = Path(stage_dir) / "skill_check.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; was the stage run with --skill_check_data?")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted({r["step"]: r["accuracy"] for r in rows}.items())
+
+
+def plot_checks(curves: dict[str, list[tuple[int, float]]], path: Path, stop_at: float | None = None) -> Path:
+    """Held-out accuracy against the step, one line per stage, with the stopping score dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, scores in curves.items():
+        ax.plot([s for s, _ in scores], [a for _, a in scores], marker=".", label=label)
+    if stop_at is not None:
+        ax.axhline(stop_at, color="grey", linestyle="--", linewidth=1, label=f"stop at {stop_at:g}")
+    ax.set(xlabel="step", ylabel="held-out accuracy", title="skill checks", ylim=(0, 1))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(
+        description="Plot the skill checks of stages run with --skill_check_data."
+    )
+    parser.add_argument("stages", nargs="+", help="Stage output directories (each with skill_check.jsonl).")
+    parser.add_argument("--out", required=True, help="The PNG to write.")
+    parser.add_argument("--stop_at", type=float, default=None, help="Draw this stopping score.")
+    parser.add_argument("--labels", nargs="*", help="One label per stage (default: its parent/name).")
+    args = parser.parse_args(argv)
+    labels = args.labels or [f"{Path(s).parent.name}/{Path(s).name}" for s in args.stages]
+    if len(labels) != len(args.stages):
+        parser.error(f"{len(labels)} labels for {len(args.stages)} stages")
+    out = plot_checks(
+        {label: read_checks(s) for label, s in zip(labels, args.stages, strict=True)},
+        Path(args.out),
+        args.stop_at,
+    )
+    log.info("wrote %s", out)
+    return out
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main()

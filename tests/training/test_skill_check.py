@@ -69,6 +69,7 @@ def test_the_check_scores_every_n_steps_and_at_the_end_while_the_model_trains(
     assert [s["step"] for s in scores] == [2, 4, 5]  # every 2 steps, then the last step once
     assert all(s["n"] == 5 and 0.0 <= s["accuracy"] <= 1.0 for s in scores)
     assert changed(weights(tiny_model_dir), weights(out), "language_model.")  # the checks leave training on
+    assert (out / "skill_check.png").stat().st_size > 0  # the curve, beside the weights
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 5
 
 
@@ -95,3 +96,26 @@ def test_a_check_set_without_questions_of_its_tasks_is_refused(tmp_path, colour_
         load_check_questions(colour_check, ["count"], 10)
     with pytest.raises(ConfigError, match="no qa.jsonl"):
         load_check_questions(tmp_path, [], 10)
+
+
+def test_the_curves_of_several_stages_plot_from_their_records(tmp_path):
+    from training.skill_check import main, read_checks
+
+    for name, rows in [
+        ("a", [(100, 0.5), (200, 0.8)]),
+        ("b", [(100, 0.5), (200, 0.55), (200, 0.55), (300, 0.9)]),
+    ]:
+        (tmp_path / name).mkdir()
+        lines = [json.dumps({"step": step, "accuracy": acc, "n": 10}) for step, acc in rows]
+        (tmp_path / name / "skill_check.jsonl").write_text("\n".join(lines) + "\n")
+    assert read_checks(tmp_path / "b") == [
+        (100, 0.5),
+        (200, 0.55),
+        (300, 0.9),
+    ]  # a resumed run's repeat dropped
+    out = main(
+        [str(tmp_path / "a"), str(tmp_path / "b"), "--stop_at", "0.75", "--out", str(tmp_path / "c.png")]
+    )
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(FileNotFoundError, match="--skill_check_data"):
+        read_checks(tmp_path)
