@@ -52,6 +52,14 @@ class SFTScriptArgs(DataArgs):
             "then the most it runs. None: record the scores only."
         },
     )
+    skill_check_patience: int = field(
+        default=0,
+        metadata={
+            "help": "Stop the stage once this many checks in a row have not beaten the best before them by "
+            "skill_check_min_delta (the skill has levelled off). 0: off."
+        },
+    )
+    skill_check_min_delta: float = field(default=0.01, metadata={"help": "See skill_check_patience."})
 
 
 def check_config(train: SFTConfig) -> None:
@@ -83,7 +91,13 @@ def main(script: SFTScriptArgs, train: SFTConfig, model_args: ModelConfig) -> Pa
         )
         trainer.add_callback(
             SkillCheck(
-                questions, processor, script.skill_check_every, script.skill_check_stop_at, train.output_dir
+                questions,
+                processor,
+                script.skill_check_every,
+                script.skill_check_stop_at,
+                train.output_dir,
+                script.skill_check_patience,
+                script.skill_check_min_delta,
             )
         )
     trainer.train(resume_from_checkpoint=resume_checkpoint(train.output_dir, train.resume_from_checkpoint))

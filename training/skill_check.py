@@ -64,19 +64,39 @@ def check_accuracy(assistant: Assistant, questions: list[dict]) -> float:
 
 class SkillCheck(TrainerCallback):
     """Scores the model on held-out questions every `every` steps (and at the end), logs each score and appends it
-    to `skill_check.jsonl` in the output directory, and stops training once a score reaches `stop_at` (None:
-    never, the scores are only recorded)."""
+    to `skill_check.jsonl` in the output directory, and stops training once a score reaches `stop_at`, or once
+    `patience` checks in a row have not beaten the best so far by `min_delta` (the skill has levelled off). With
+    neither, the scores are only recorded."""
 
     def __init__(
-        self, questions: list[dict], processor, every: int, stop_at: float | None, output_dir: str | Path
+        self,
+        questions: list[dict],
+        processor,
+        every: int,
+        stop_at: float | None,
+        output_dir: str | Path,
+        patience: int = 0,
+        min_delta: float = 0.01,
     ) -> None:
         if every < 1:
             raise ConfigError(f"skill_check_every must be >= 1, got {every}")
         if stop_at is not None and not 0.0 < stop_at <= 1.0:
             raise ConfigError(f"skill_check_stop_at must be in (0, 1], got {stop_at}")
+        if patience < 0 or min_delta < 0:
+            raise ConfigError(
+                f"skill_check_patience and skill_check_min_delta must be >= 0, got {patience} and {min_delta}"
+            )
         self.questions, self.processor, self.every, self.stop_at = questions, processor, every, stop_at
+        self.patience, self.min_delta = patience, min_delta
         self.path = Path(output_dir) / "skill_check.jsonl"
         self.scores: list[tuple[int, float]] = []
+
+    def levelled_off(self) -> bool:
+        """Whether none of the last `patience` checks beat the best before them by `min_delta`."""
+        if not self.patience or len(self.scores) <= self.patience:
+            return False
+        best_before = max(a for _, a in self.scores[: -self.patience])
+        return all(a < best_before + self.min_delta for _, a in self.scores[-self.patience :])
 
     def _score(self, model, step: int) -> float:
         if self.scores and self.scores[-1][0] == step:
@@ -103,6 +123,16 @@ class SkillCheck(TrainerCallback):
                 "skill check reached %.3f >= %.3f at step %d of %d: stopping",
                 accuracy,
                 self.stop_at,
+                state.global_step,
+                state.max_steps,
+            )
+            control.should_training_stop = True
+        elif self.levelled_off():
+            log.info(
+                "skill check levelled off at %.3f (no gain of %.3f in %d checks) at step %d of %d: stopping",
+                max(a for _, a in self.scores),
+                self.min_delta,
+                self.patience,
                 state.global_step,
                 state.max_steps,
             )

@@ -91,6 +91,40 @@ def test_a_stage_stops_once_the_check_reaches_stop_at(tmp_path, toy_data, tiny_m
     assert (out / "model.safetensors").is_file()  # the stopped stage is saved as a finished one
 
 
+def test_a_stage_stops_once_the_check_levels_off(tmp_path, toy_data, tiny_model_dir, colour_check):
+    check = own_answers_set(colour_check, tiny_model_dir, tmp_path / "own")
+    out = sft.main(
+        sft.SFTScriptArgs(
+            dataset=str(toy_data["instruct"]),
+            skill_check_data=str(check),
+            skill_check_every=1,
+            skill_check_patience=2,
+        ),
+        # a zero rate: the score stays where it starts, so two checks after the first there is no gain
+        train_config(SFTConfig, tmp_path / "sft", max_steps=8, learning_rate=0.0),
+        ModelConfig(model_name_or_path=str(tiny_model_dir)),
+    )
+    assert [s["step"] for s in checks(out)] == [1, 2, 3]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
+
+
+@pytest.mark.parametrize(
+    "scores, levelled",
+    [
+        ([0.5, 0.6, 0.7], False),  # still rising
+        ([0.5, 0.7, 0.705, 0.70], True),  # two checks without a gain of 0.01 over 0.7
+        ([0.5, 0.7, 0.705, 0.72], False),  # the last beat it
+        ([0.7, 0.6], False),  # fewer checks than patience + 1
+    ],
+)
+def test_levelling_off_means_no_gain_of_min_delta_in_patience_checks(tmp_path, scores, levelled):
+    from training.skill_check import SkillCheck
+
+    check = SkillCheck([], None, every=1, stop_at=None, output_dir=tmp_path, patience=2, min_delta=0.01)
+    check.scores = list(enumerate(scores))
+    assert check.levelled_off() is levelled
+
+
 def test_a_check_set_without_questions_of_its_tasks_is_refused(tmp_path, colour_check):
     with pytest.raises(ConfigError, match="no scorable questions"):
         load_check_questions(colour_check, ["count"], 10)
