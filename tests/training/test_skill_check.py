@@ -73,18 +73,18 @@ def test_the_check_scores_every_n_steps_and_at_the_end_while_the_model_trains(
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 5
 
 
+def trained_with_check(tmp_path: Path, dataset: Path, model_dir: Path, check: Path, **check_args) -> Path:
+    """Up to 8 steps at a zero rate, which keeps the answers the model gave: on `own_answers_set` every check
+    scores 1.0."""
+    script = sft.SFTScriptArgs(dataset=str(dataset), skill_check_data=str(check), **check_args)
+    config = train_config(SFTConfig, tmp_path / "sft", max_steps=8, learning_rate=0.0)
+    return sft.main(script, config, ModelConfig(model_name_or_path=str(model_dir)))
+
+
 def test_a_stage_stops_once_the_check_reaches_stop_at(tmp_path, toy_data, tiny_model_dir, colour_check):
     check = own_answers_set(colour_check, tiny_model_dir, tmp_path / "own")
-    out = sft.main(
-        sft.SFTScriptArgs(
-            dataset=str(toy_data["instruct"]),
-            skill_check_data=str(check),
-            skill_check_every=2,
-            skill_check_stop_at=1.0,
-        ),
-        # a zero rate keeps the answers the model gave, so the first check scores 1.0
-        train_config(SFTConfig, tmp_path / "sft", max_steps=8, learning_rate=0.0),
-        ModelConfig(model_name_or_path=str(tiny_model_dir)),
+    out = trained_with_check(
+        tmp_path, toy_data["instruct"], tiny_model_dir, check, skill_check_every=2, skill_check_stop_at=1.0
     )
     assert [(s["step"], s["accuracy"]) for s in checks(out)] == [(2, 1.0)]
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2
@@ -93,17 +93,10 @@ def test_a_stage_stops_once_the_check_reaches_stop_at(tmp_path, toy_data, tiny_m
 
 def test_a_stage_stops_once_the_check_levels_off(tmp_path, toy_data, tiny_model_dir, colour_check):
     check = own_answers_set(colour_check, tiny_model_dir, tmp_path / "own")
-    out = sft.main(
-        sft.SFTScriptArgs(
-            dataset=str(toy_data["instruct"]),
-            skill_check_data=str(check),
-            skill_check_every=1,
-            skill_check_patience=2,
-        ),
-        # a zero rate: the score stays where it starts, so two checks after the first there is no gain
-        train_config(SFTConfig, tmp_path / "sft", max_steps=8, learning_rate=0.0),
-        ModelConfig(model_name_or_path=str(tiny_model_dir)),
+    out = trained_with_check(
+        tmp_path, toy_data["instruct"], tiny_model_dir, check, skill_check_every=1, skill_check_patience=2
     )
+    # the score stays where it starts, so two checks after the first there is no gain
     assert [s["step"] for s in checks(out)] == [1, 2, 3]
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 3
 
