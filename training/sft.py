@@ -43,6 +43,12 @@ class SFTScriptArgs(DataArgs):
     skill_check_tasks: list[str] = field(
         default_factory=list, metadata={"help": "The set's tasks to ask (default: all)."}
     )
+    skill_check_answer_types: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "The set's answer types to ask (default: all; e.g. relation yes_no for position's relations)."
+        },
+    )
     skill_check_limit: int = field(default=200, metadata={"help": "Questions per check: the set's first N."})
     skill_check_every: int = field(default=200, metadata={"help": "Steps between checks."})
     skill_check_stop_at: float | None = field(
@@ -87,7 +93,10 @@ def main(script: SFTScriptArgs, train: SFTConfig, model_args: ModelConfig) -> Pa
     )
     if script.skill_check_data:
         questions = load_check_questions(
-            script.skill_check_data, script.skill_check_tasks, script.skill_check_limit
+            script.skill_check_data,
+            script.skill_check_tasks,
+            script.skill_check_limit,
+            script.skill_check_answer_types,
         )
         trainer.add_callback(
             SkillCheck(

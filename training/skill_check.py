@@ -31,9 +31,11 @@ from evals.vqa import answer_credit
 log = logging.getLogger(__name__)
 
 
-def load_check_questions(data: str | Path, tasks: list[str], limit: int) -> list[dict]:
-    """The first `limit` scorable questions of a toy-world eval set (its qa.jsonl), of `tasks` if given, with their
-    images' paths made absolute."""
+def load_check_questions(
+    data: str | Path, tasks: list[str], limit: int, answer_types: list[str] | None = None
+) -> list[dict]:
+    """The first `limit` scorable questions of a toy-world eval set (its qa.jsonl), of `tasks` and `answer_types`
+    if given (position's `relation` questions alone, say), with their images' paths made absolute."""
     data = Path(data)
     qa = data / "qa.jsonl"
     if not qa.is_file():
@@ -42,10 +44,17 @@ def load_check_questions(data: str | Path, tasks: list[str], limit: int) -> list
             "--eval --out DIR`"
         )
     rows = [json.loads(line) for line in qa.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["answer_type"] != "free" and (not tasks or r["task"] in tasks)]
+    rows = [
+        r
+        for r in rows
+        if r["answer_type"] != "free"
+        and (not tasks or r["task"] in tasks)
+        and (not answer_types or r["answer_type"] in answer_types)
+    ]
     if not rows:
         raise ConfigError(
-            f"skill check set {str(data)!r} holds no scorable questions of tasks {tasks or 'any'}"
+            f"skill check set {str(data)!r} holds no scorable questions of tasks {tasks or 'any'} and answer types "
+            f"{answer_types or 'any'}"
         )
     return [{**r, "image": str(data / r["image"])} for r in rows[:limit]]
 

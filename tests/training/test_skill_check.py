@@ -121,6 +121,21 @@ def test_levelling_off_means_no_gain_of_min_delta_in_patience_checks(tmp_path, s
 def test_a_check_set_without_questions_of_its_tasks_is_refused(tmp_path, colour_check):
     with pytest.raises(ConfigError, match="no scorable questions"):
         load_check_questions(colour_check, ["count"], 10)
+    with pytest.raises(ConfigError, match="no scorable questions"):
+        load_check_questions(colour_check, [], 10, answer_types=["relation"])
+
+
+def test_a_check_can_ask_some_answer_types_of_a_task_alone(tmp_path):
+    from assistant.toyworld import make_dataset
+
+    position = make_dataset(tmp_path / "position", task="position", n=30, seed=5810000, eval_split=True)
+    every = load_check_questions(position, [], 100)
+    relations = load_check_questions(position, [], 100, answer_types=["relation", "yes_no"])
+    assert {q["answer_type"] for q in every} == {"region", "relation", "yes_no"}
+    assert relations and {q["answer_type"] for q in relations} == {"relation", "yes_no"}
+    assert [q["question_id"] for q in relations] == [
+        q["question_id"] for q in every if q["answer_type"] != "region"
+    ]
     with pytest.raises(ConfigError, match="no qa.jsonl"):
         load_check_questions(tmp_path, [], 10)
 
