@@ -107,7 +107,9 @@ class SkillCheck(TrainerCallback):
         best_before = max(a for _, a in self.scores[: -self.patience])
         return all(a < best_before + self.min_delta for _, a in self.scores[-self.patience :])
 
-    def _score(self, model, step: int) -> float:
+    def _score(self, model, step: int, main_process: bool = True) -> float:
+        """The check at `step`; every process of a distributed run scores it (they hold the same weights, so they
+        stop together), the main one records it."""
         if self.scores and self.scores[-1][0] == step:
             return self.scores[-1][1]
         was_training = model.training
@@ -117,6 +119,8 @@ class SkillCheck(TrainerCallback):
         finally:
             model.train(was_training)
         self.scores.append((step, accuracy))
+        if not main_process:
+            return accuracy
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as fh:
             fh.write(json.dumps({"step": step, "accuracy": accuracy, "n": len(self.questions)}) + "\n")
@@ -126,7 +130,7 @@ class SkillCheck(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if state.global_step % self.every:
             return control
-        accuracy = self._score(model, state.global_step)
+        accuracy = self._score(model, state.global_step, state.is_world_process_zero)
         if self.stop_at is not None and accuracy >= self.stop_at:
             log.info(
                 "skill check reached %.3f >= %.3f at step %d of %d: stopping",
@@ -149,8 +153,9 @@ class SkillCheck(TrainerCallback):
         return control
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        self._score(model, state.global_step)
-        plot_checks({self.path.parent.name: self.scores}, self.path.with_suffix(".png"), self.stop_at)
+        self._score(model, state.global_step, state.is_world_process_zero)
+        if state.is_world_process_zero:
+            plot_checks({self.path.parent.name: self.scores}, self.path.with_suffix(".png"), self.stop_at)
         return control
 
 
