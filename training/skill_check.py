@@ -26,7 +26,9 @@ from transformers import TrainerCallback
 
 from assistant.errors import ConfigError
 from assistant.inference import Assistant
-from evals.vqa import answer_credit
+from evals.data import load_qa
+from evals.vqa import UNSCORED_TYPES, score_vqa
+from training.common import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,10 @@ def load_check_questions(
             f"skill check set {str(data)!r} has no qa.jsonl; make one with `assistant toyworld generate --task TASK "
             "--eval --out DIR`"
         )
-    rows = [json.loads(line) for line in qa.read_text().splitlines() if line.strip()]
     rows = [
         r
-        for r in rows
-        if r["answer_type"] != "free"
+        for r in load_qa(data).rows  # the evals' own reader: every row's fields and image checked
+        if r["answer_type"] not in UNSCORED_TYPES
         and (not tasks or r["task"] in tasks)
         and (not answer_types or r["answer_type"] in answer_types)
     ]
@@ -56,19 +57,22 @@ def load_check_questions(
             f"skill check set {str(data)!r} holds no scorable questions of tasks {tasks or 'any'} and answer types "
             f"{answer_types or 'any'}"
         )
-    return [{**r, "image": str(data / r["image"])} for r in rows[:limit]]
+    # the image as a path string (load_qa's `image_path` is a Path, which a row written back as JSON cannot hold)
+    return [
+        {**{k: v for k, v in r.items() if k != "image_path"}, "image": str(data / r["image"])}
+        for r in rows[:limit]
+    ]
 
 
 def check_accuracy(assistant: Assistant, questions: list[dict]) -> float:
-    """Greedy answers to `questions`, scored by the evals' parser (`evals.vqa.answer_credit`)."""
-    credit = 0.0
+    """Greedy answers to `questions`, scored as `assistant eval vqa` scores them (`evals.vqa.score_vqa`)."""
+    answers = []
     for q in questions:
         content = [{"type": "image", "image": q["image"]}, {"type": "text", "text": q["text"]}]
-        answer = assistant.chat(
-            [{"role": "user", "content": content}], max_new_tokens=16, temperature=0.0
-        ).text
-        credit += answer_credit(q["answer_type"], q["answer"], answer)[0]
-    return credit / len(questions)
+        answers.append(
+            assistant.chat([{"role": "user", "content": content}], max_new_tokens=16, temperature=0.0).text
+        )
+    return score_vqa(questions, answers).accuracy
 
 
 class SkillCheck(TrainerCallback):
@@ -210,5 +214,5 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     main()
