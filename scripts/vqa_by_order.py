@@ -5,9 +5,11 @@ many OpenAI-API clients send it): the diagnostic of docs/recipe.md, session 13.
     python scripts/vqa_by_order.py --model M --data D --limit 3000 color --by_question '\\b(small|medium|large)\\b'
     python scripts/vqa_by_order.py --model M --data D --limit 3000 color --by_size_gap
     python scripts/vqa_by_order.py --model M --data D --limit 500 color --by_objects
+    python scripts/vqa_by_order.py --model M --data D --limit 600 position --by_answer_type   # relations apart
 
-The first `--limit` rows of the set, free-form questions dropped (as `assistant eval vqa --limit` selects them),
-answered greedily in-process and scored by the evals' parser (`evals.vqa.answer_credit`).
+The first `--limit` rows of the set (read and checked by the evals' `load_qa`), free-form questions dropped (as
+`assistant eval vqa --limit` selects them), answered greedily in-process and scored by the evals' parser
+(`evals.vqa.answer_credit`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from assistant.inference import Assistant
-from evals.vqa import answer_credit
+from evals.data import load_qa
+from evals.vqa import UNSCORED_TYPES, answer_credit
 
 log = logging.getLogger("vqa_by_order")
 
@@ -40,6 +43,11 @@ def main() -> None:
         "--by_answer",
         action="store_true",
         help="Also score each task by its expected answer (counts: 0, 1, 2, ...).",
+    )
+    parser.add_argument(
+        "--by_answer_type",
+        action="store_true",
+        help="Also score each task by its questions' answer type (position: region, relation, yes_no).",
     )
     parser.add_argument(
         "--by_question",
@@ -61,11 +69,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = Path(args.data)
-    rows = [json.loads(line) for line in (data / "qa.jsonl").read_text().splitlines() if line.strip()]
     rows = [
         r
-        for r in rows[: args.limit]
-        if r["answer_type"] != "free" and (not args.tasks or r["task"] in args.tasks)
+        for r in load_qa(data).rows[: args.limit]
+        if r["answer_type"] not in UNSCORED_TYPES and (not args.tasks or r["task"] in args.tasks)
     ]
     scenes = {}
     if args.by_size_gap or args.by_objects:
@@ -74,7 +81,7 @@ def main() -> None:
     assistant = Assistant.load(args.model, device="cpu")
     credit = defaultdict(list)
     for row in tqdm(rows, desc=args.order):
-        image = {"type": "image", "image": str(data / row["image"])}
+        image = {"type": "image", "image": str(row["image_path"])}
         if args.order == "text_first":
             content = [{"type": "text", "text": row["text"] + "\n"}, image]
         else:
@@ -83,20 +90,29 @@ def main() -> None:
             [{"role": "user", "content": content}], max_new_tokens=16, temperature=0.0
         ).text
         score = answer_credit(row["answer_type"], row["answer"], answer)[0]
-        credit[row["task"]].append(score)
-        if args.by_answer:
-            credit[f"{row['task']}={row['answer']}"].append(score)
-        if args.by_question:
-            matched = "matches" if re.search(args.by_question, row["text"]) else "does not match"
-            credit[f"{row['task']} ({matched} {args.by_question!r})"].append(score)
-        if args.by_objects:
-            credit[f"{row['task']} ({object_bucket(scenes[row['image']])} objects)"].append(score)
-        gap = size_gap(scenes[row["image"]], row["text"]) if args.by_size_gap else None
-        if gap is not None:
-            bucket = next((b for top, b in ((3, "0-3"), (6, "4-6"), (10, "7-10")) if gap <= top), "> 10")
-            credit[f"{row['task']} (size gap {bucket} px)"].append(score)
+        for key in groups(row, scenes.get(row["image"]), args):
+            credit[key].append(score)
     for task, values in sorted(credit.items()):
         log.info("%s, %s: %.3f (n=%d)", args.model, task, sum(values) / len(values), len(values))
+
+
+def groups(row: dict, scene: dict | None, args: argparse.Namespace) -> list[str]:
+    """The groups a question is scored in: its task, and those the `--by_*` options ask for."""
+    keys = [row["task"]]
+    if args.by_answer:
+        keys.append(f"{row['task']}={row['answer']}")
+    if args.by_answer_type:
+        keys.append(f"{row['task']} ({row['answer_type']})")
+    if args.by_question:
+        matched = "matches" if re.search(args.by_question, row["text"]) else "does not match"
+        keys.append(f"{row['task']} ({matched} {args.by_question!r})")
+    if args.by_objects:
+        keys.append(f"{row['task']} ({object_bucket(scene)} objects)")
+    gap = size_gap(scene, row["text"]) if args.by_size_gap else None
+    if gap is not None:
+        bucket = next((b for top, b in ((3, "0-3"), (6, "4-6"), (10, "7-10")) if gap <= top), "> 10")
+        keys.append(f"{row['task']} (size gap {bucket} px)")
+    return keys
 
 
 def object_bucket(scene: dict) -> str:

@@ -45,3 +45,28 @@ def test_object_bucket_groups_scenes_as_the_colour_goal_does():
     bucket = _script().object_bucket
     heart = _obj("heart", "small", 0, 30)
     assert [bucket({"objects": [heart] * n}) for n in range(7)] == ["1", "1", "2-3", "2-3", "4+", "4+", "4+"]
+
+
+def test_groups_score_a_question_in_its_task_and_each_asked_group():
+    script = _script()
+    args = script.argparse.Namespace(
+        by_answer=True, by_answer_type=True, by_question=r"\bleft\b", by_objects=True, by_size_gap=False
+    )
+    row = {
+        "task": "position",
+        "answer": "left",
+        "answer_type": "relation",
+        "text": "Is the star left of the heart?",
+    }
+    scene = {"objects": [_obj("star", "small", 0, 30), _obj("heart", "large", 50, 40)]}
+    assert script.groups(row, scene, args) == [
+        "position",
+        "position=left",
+        "position (relation)",
+        "position (matches '\\\\bleft\\\\b')",
+        "position (2-3 objects)",
+    ]
+    bare = script.argparse.Namespace(
+        by_answer=False, by_answer_type=False, by_question=None, by_objects=False, by_size_gap=False
+    )
+    assert script.groups(row, None, bare) == ["position"]
