@@ -90,7 +90,7 @@ def main() -> None:
             [{"role": "user", "content": content}], max_new_tokens=16, temperature=0.0
         ).text
         score = answer_credit(row["answer_type"], row["answer"], answer)[0]
-        for key in groups(row, scenes.get(row["image"]), args):
+        for key in groups(row, scenes[row["image"]] if scenes else None, args):
             credit[key].append(score)
     for task, values in sorted(credit.items()):
         log.info("%s, %s: %.3f (n=%d)", args.model, task, sum(values) / len(values), len(values))
