@@ -57,9 +57,10 @@ def load_check_questions(
             f"skill check set {str(data)!r} holds no scorable questions of tasks {tasks or 'any'} and answer types "
             f"{answer_types or 'any'}"
         )
-    # the image as a path string (load_qa's `image_path` is a Path, which a row written back as JSON cannot hold)
+    # the image as the path string load_qa resolved (its `image_path` is a Path, which a row written back as JSON
+    # cannot hold)
     return [
-        {**{k: v for k, v in r.items() if k != "image_path"}, "image": str(data / r["image"])}
+        {**{k: v for k, v in r.items() if k != "image_path"}, "image": str(r["image_path"])}
         for r in rows[:limit]
     ]
 
