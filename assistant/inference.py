@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,10 +184,25 @@ class Assistant:
         self, messages: list[dict[str, Any]], images: list[Any] | None = None
     ) -> dict[str, torch.Tensor]:
         """Tokenized model inputs (input_ids, attention_mask, pixel_values, image_sizes) for one conversation."""
+        return self._inputs(messages, images).to(self.device)
+
+    def _inputs(self, messages: list[dict[str, Any]], images: list[Any] | None) -> Any:
         messages, pil_images = normalize_messages(messages, images)
         prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True)
-        inputs = self.processor(images=pil_images or None, text=[prompt], return_tensors="pt")
-        return inputs.to(self.device)
+        return self.processor(images=pil_images or None, text=[prompt], return_tensors="pt")
+
+    def prepare_batch(
+        self, conversations: Sequence[tuple[list[dict[str, Any]], list[Any] | None]]
+    ) -> dict[str, torch.Tensor]:
+        """Model inputs for several conversations, left-padded with per-row position ids (`collate`): the last
+        column is every row's last prompt token, where generation starts."""
+        return self._collated([self._inputs(m, images) for m, images in conversations])
+
+    def _collated(self, prepared: list[Any]) -> dict[str, torch.Tensor]:
+        batch = {k: v.to(self.device) for k, v in collate(prepared, self.tokenizer.pad_token_id).items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        return batch
 
     def count_prompt_tokens(self, inputs: dict[str, torch.Tensor]) -> int:
         return int(inputs["input_ids"].shape[1])
@@ -213,6 +228,43 @@ class Assistant:
                 event.finish_reason,
             )
         return ChatResult("".join(text_parts), prompt_tokens, completion_tokens, finish)
+
+    def chat_batch(
+        self, conversations: Sequence[tuple[list[dict[str, Any]], list[Any] | None]], **sampling: Any
+    ) -> list[ChatResult]:
+        """Answer several `(messages, images)` conversations in one left-padded `generate`, in their order.
+
+        Greedy answers are `chat`'s up to float rounding (padding changes the order of sums, rarely an argmax).
+        A prompt over the context raises `InputError`, as `chat` does, before anything runs.
+        """
+        params = SamplingParams(**_as_params(sampling))
+        if not conversations:
+            return []
+        prepared = [self._inputs(messages, images) for messages, images in conversations]
+        for inputs in prepared:  # the same refusals as chat, before any work
+            self._check_context(inputs, params)
+        batch = self._collated(prepared)
+        prompt_tokens = batch["attention_mask"].sum(1).tolist()
+        given = {k: v for k, v in batch.items() if k != "position_ids"}  # generate counts them from the mask
+        with self._lock, torch.inference_mode():
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            ids = step_model(self.model, batch).generate(
+                **given, **params.generate_kwargs(), pad_token_id=self.tokenizer.pad_token_id
+            )
+        ends, results = self._end_ids(), []
+        for row, n in zip(ids[:, batch["input_ids"].shape[1] :].tolist(), prompt_tokens, strict=True):
+            text, completion_tokens, finish = finish_row(row, ends, params, self.tokenizer.decode)
+            results.append(ChatResult(text, int(n), completion_tokens, finish))
+        return results
+
+    def _end_ids(self) -> set[int]:
+        """Every token id that ends generation: the tokenizer's end of turn and the generation config's."""
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ends = set(
+            configured if isinstance(configured, list) else [configured] if configured is not None else []
+        )
+        return ends | ({self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set())
 
     def stream(
         self,
@@ -306,3 +358,48 @@ def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
     """Index where the earliest stop string starts in `text`, or None."""
     hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     return min(hits) if hits else None
+
+
+def finish_row(
+    new_ids: list[int], ends: set[int], params: SamplingParams, decode: Callable[..., str]
+) -> tuple[str, int, str]:
+    """(text, completion tokens, finish reason) of one row of a batched `generate`: the row ends at its first end
+    id (the pads after it are not its tokens) or at its first stop string, else it ran to max_new_tokens."""
+    end = next((i for i, t in enumerate(new_ids) if t in ends), None)
+    kept = new_ids if end is None else new_ids[: end + 1]
+    text = decode(kept, skip_special_tokens=True)
+    cut = _find_stop(text, params.stop)
+    if cut is not None:
+        return text[:cut], len(kept), "stop"
+    return text, len(kept), "stop" if end is not None or len(kept) < params.max_new_tokens else "length"
+
+
+def collate(prepared: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Join single-prompt processor outputs into one left-padded batch with per-row position ids.
+
+    Each item holds input_ids (1, L_i) and optionally pixel_values, (n_i, P_i, C, H, W) with image_sizes (n_i, 2)
+    for AnyRes or (n_i, C, H, W) for one view per image.
+    """
+    longest = max(int(p["input_ids"].shape[1]) for p in prepared)
+    ids = torch.full((len(prepared), longest), pad_id, dtype=torch.long)  # (B, L)
+    mask = torch.zeros((len(prepared), longest), dtype=torch.long)  # (B, L)
+    for row, p in enumerate(prepared):
+        length = int(p["input_ids"].shape[1])
+        ids[row, longest - length :] = p["input_ids"][0]
+        mask[row, longest - length :] = 1
+    batch = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),  # pads sit at 0; real tokens count from 0
+    }
+    pixels = [p["pixel_values"] for p in prepared if p.get("pixel_values") is not None]
+    if pixels and pixels[0].dim() == 4:  # one view per image (BLIP-2, LLaVA): (N_img, C, H, W) each
+        batch["pixel_values"] = torch.cat(pixels)
+    elif pixels:
+        most = max(int(x.shape[1]) for x in pixels)
+        padded = [torch.nn.functional.pad(x, (0, 0, 0, 0, 0, 0, 0, most - int(x.shape[1]))) for x in pixels]
+        batch["pixel_values"] = torch.cat(padded)  # (N_img, P_max, C, H, W); the model trims by image_sizes
+        batch["image_sizes"] = torch.cat(
+            [p["image_sizes"] for p in prepared if p.get("image_sizes") is not None]
+        )
+    return batch

@@ -1,5 +1,6 @@
 """Who answers: any OpenAI-compatible endpoint (`OpenAIClient`) or a model loaded in-process
-(`InProcessClient`). Both have one method, `answer(messages, images, max_tokens) -> str`.
+(`InProcessClient`). Both have one method, `answer(messages, images, max_tokens) -> str`; the in-process one also
+answers a batch in one forward pass (`answer_batch`).
 
 Messages use the chat shape of `assistant.inference`: `{"type": "image"}` parts take the given
 images in order. Decoding is greedy (temperature 0) so that runs are repeatable.
@@ -11,7 +12,7 @@ import base64
 import logging
 import mimetypes
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import openai
 
@@ -32,6 +33,15 @@ class AnswerClient(Protocol):
     name: str
 
     def answer(self, messages: list[dict[str, Any]], images: list[str | Path], max_tokens: int) -> str: ...
+
+
+@runtime_checkable
+class BatchAnswerClient(AnswerClient, Protocol):
+    """A client that also answers several questions in one call (the in-process one: one forward pass)."""
+
+    def answer_batch(
+        self, conversations: list[tuple[list[dict[str, Any]], list[str | Path]]], max_tokens: int
+    ) -> list[str | AnswerError]: ...
 
 
 def data_url(path: str | Path) -> str:
@@ -176,3 +186,28 @@ class InProcessClient:
             return self.assistant.chat(messages, images=list(images), max_new_tokens=max_tokens).text
         except InputError as exc:
             raise AnswerError(str(exc)) from exc
+
+    def answer_batch(
+        self, conversations: list[tuple[list[dict[str, Any]], list[str | Path]]], max_tokens: int
+    ) -> list[str | AnswerError]:
+        """`answer` for each conversation, in one left-padded `generate`; a batch the model refuses (a prompt over
+        its context) is answered one by one, so that only the refused questions fail."""
+        from assistant.errors import InputError
+
+        if self.ocr != "off":
+            conversations = [(self._with_hints(m, i) if i else m, i) for m, i in conversations]
+        try:
+            results = self.assistant.chat_batch(
+                [(m, list(i)) for m, i in conversations], max_new_tokens=max_tokens
+            )
+            return [r.text for r in results]
+        except InputError:
+            replies: list[str | AnswerError] = []
+            for messages, images in conversations:
+                try:
+                    replies.append(
+                        self.assistant.chat(messages, images=list(images), max_new_tokens=max_tokens).text
+                    )
+                except InputError as exc:
+                    replies.append(AnswerError(str(exc)))
+            return replies

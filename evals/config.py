@@ -39,6 +39,9 @@ class EvalArgs:
         default=None, metadata={"help": "API key (default: $OPENAI_API_KEY or EMPTY)."}
     )
     concurrency: int = field(default=4, metadata={"help": "Questions in flight at once (endpoint runs)."})
+    batch_size: int = field(
+        default=16, metadata={"help": "Questions per forward pass (in-process runs; 1: one at a time)."}
+    )
     max_retries: int = field(
         default=4, metadata={"help": "Retries per request on 429/5xx/connection errors."}
     )
@@ -71,8 +74,8 @@ class EvalArgs:
     def __post_init__(self) -> None:
         if not self.data:
             raise ConfigError("data is required; pass --data DIR_OR_FILE")
-        for name in ("concurrency", "max_retries"):
-            if getattr(self, name) < (1 if name == "concurrency" else 0):
+        for name in ("concurrency", "batch_size", "max_retries"):
+            if getattr(self, name) < (0 if name == "max_retries" else 1):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")

@@ -127,6 +127,7 @@ def _evaluate(
         cache=cache,
         blind_modes=modes,
         concurrency=args.concurrency,
+        batch_size=args.batch_size,
         desc=benchmark,
     )
     errors = {"image": 0, "blind": 0} if args.blind else {"image": 0}

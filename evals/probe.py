@@ -21,7 +21,7 @@ import dataclasses
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from assistant.images import load_image
 from assistant.qformer import is_qformer_model
 
 from .clients import EvalError
@@ -44,6 +45,7 @@ TOY_QUESTIONS = {
     "region": "Where in the image is the object?",
     "size": "Is the object small, medium or large?",
 }
+PROBE_BATCH = 16  # questions per forward pass
 PROBE_SEED_BASE = 1_700_000_000  # inside the toy world's reserved evaluation range
 
 
@@ -101,9 +103,37 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x.mean(0), x.amax(0)])
 
 
+def _same_size_batches(
+    items: Sequence[ProbeItem], attrs: Sequence[str], most: int
+) -> Iterator[list[tuple[str, ProbeItem, Image.Image]]]:
+    """Every (attribute, item, image) question, item by item, in batches of up to `most` whose images have one
+    size (so that each row's share of the tower's and the connector's outputs is the same length)."""
+    batch: list[tuple[str, ProbeItem, Image.Image]] = []
+    for item in items:
+        image = load_image(item.image)
+        for attr in attrs:
+            if batch and (len(batch) == most or image.size != batch[0][2].size):
+                yield batch
+                batch = []
+            batch.append((attr, item, image))
+    if batch:
+        yield batch
+
+
+def _one_question(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
 @torch.no_grad()
-def extract(assistant, items: Sequence[ProbeItem], attrs: Sequence[str], max_new_tokens: int = 8) -> dict:
-    """Features at every point and the answers: {"features": {attr: {point: (N, D)}}, "answers": {attr: [str]}}."""
+def extract(
+    assistant,
+    items: Sequence[ProbeItem],
+    attrs: Sequence[str],
+    max_new_tokens: int = 8,
+    max_batch: int = PROBE_BATCH,
+) -> dict:
+    """Features at every point and the answers: {"features": {attr: {point: (N, D)}}, "answers": {attr: [str]}};
+    `max_batch` questions a forward pass (1: one at a time)."""
     model = assistant.model
     seen: dict[str, torch.Tensor] = {}
     # encoder: what the connector reads; connector: what it gives the LM (BLIP-2: the tower's output, the projection)
@@ -128,25 +158,28 @@ def extract(assistant, items: Sequence[ProbeItem], attrs: Sequence[str], max_new
     feats: dict[str, dict[str, list[torch.Tensor]]] = {a: {} for a in attrs}
     answers: dict[str, list[str]] = {a: [] for a in attrs}
     try:
-        for item in tqdm(items, desc="probe", unit="image"):
-            for attr in attrs:
-                messages = [
-                    {
-                        "role": "user",
-                        "content": [{"type": "image"}, {"type": "text", "text": item.question(attr)}],
-                    }
-                ]
-                inputs = assistant.prepare(messages, images=[item.image])
-                out = model(**inputs, output_hidden_states=True)
-                points = {"encoder": _pool(seen["encoder"]), "connector": _pool(seen["connector"])}
-                hidden = getattr(out, "language_model_outputs", out).hidden_states
-                for k, h in enumerate(hidden):  # (1, T, D) each: embeddings, then every layer
-                    points[f"lm.{k}"] = h[0, -1].float()
-                for name, value in points.items():
-                    feats[attr].setdefault(name, []).append(value)
-                answers[attr].append(
-                    assistant.chat(messages, images=[item.image], max_new_tokens=max_new_tokens).text
+        with tqdm(total=len(items) * len(attrs), desc="probe", unit="question") as bar:
+            for batch in _same_size_batches(items, attrs, max_batch):
+                conversations = [(_one_question(item.question(attr)), [image]) for attr, item, image in batch]
+                inputs = assistant.prepare_batch(conversations)
+                out = model(
+                    **inputs, output_hidden_states=True, logits_to_keep=1
+                )  # no logits over the prompt
+                # each row carries its own copy of its image: its share of the tower's and connector's outputs
+                encoder, connector = (
+                    seen[k].unflatten(0, (len(batch), -1)) for k in ("encoder", "connector")
                 )
+                hidden = getattr(out, "language_model_outputs", out).hidden_states
+                replies = assistant.chat_batch(conversations, max_new_tokens=max_new_tokens)
+                for row, (attr, _, _) in enumerate(batch):
+                    points = {"encoder": _pool(encoder[row]), "connector": _pool(connector[row])}
+                    # (B, T, D) each: embeddings, then every layer; padded on the left, so -1 is the prompt's end
+                    for k, h in enumerate(hidden):
+                        points[f"lm.{k}"] = h[row, -1].float()
+                    for name, value in points.items():
+                        feats[attr].setdefault(name, []).append(value)
+                    answers[attr].append(replies[row].text)
+                bar.update(len(batch))
     finally:
         for handle in handles:
             handle.remove()

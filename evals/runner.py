@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .clients import AnswerClient, AnswerError, EvalError
+from .clients import AnswerClient, AnswerError, BatchAnswerClient, EvalError
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,11 @@ def run_items(
     cache: AnswerCache,
     blind_modes: Sequence[bool] = (False,),
     concurrency: int = 1,
+    batch_size: int = 1,
     desc: str = "eval",
 ) -> RunResult:
-    """Answer every item in every blind mode, from the cache where possible, `concurrency` at a time."""
+    """Answer every item in every blind mode, from the cache where possible, `concurrency` at a time; a client
+    that answers in batches (`answer_batch`, the in-process one) takes `batch_size` questions a call."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     jobs = [(item, blind) for blind in blind_modes for item in items]
@@ -106,27 +108,52 @@ def run_items(
     errors: dict[Key, str] = {}
     log.info("%s: %d answers cached, %d to ask", desc, len(jobs) - len(todo), len(todo))
 
+    def record(key: Key, reply: str | AnswerError) -> None:
+        if isinstance(reply, AnswerError):
+            errors[key] = str(reply)
+            log.warning("question %s (blind=%s) failed: %s", key[0], key[1], reply)
+        else:
+            cache.put(key, reply)
+
+    with tqdm(total=len(todo), desc=desc, unit="q", disable=not todo) as bar:
+        if isinstance(client, BatchAnswerClient) and batch_size > 1:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                replies = client.answer_batch([item.messages(blind) for item, blind in chunk], max_tokens)
+                for (item, blind), reply in zip(chunk, replies, strict=True):
+                    record((item.question_id, blind), reply)
+                bar.update(len(chunk))
+        else:
+            _ask_in_threads(client, todo, max_tokens, concurrency, record, bar)
+    answers = {k: a for item, blind in jobs if (a := cache.get(k := (item.question_id, blind))) is not None}
+    return RunResult(answers=answers, errors=errors, asked=len(todo))
+
+
+def _ask_in_threads(
+    client: AnswerClient,
+    todo: list[tuple[EvalItem, bool]],
+    max_tokens: int,
+    concurrency: int,
+    record: Callable[[Key, str | AnswerError], None],
+    bar: tqdm,
+) -> None:
+    """One question a call, `concurrency` calls in flight (an endpoint answers them side by side)."""
+
     def ask(item: EvalItem, blind: bool) -> str:
         messages, images = item.messages(blind)
         return client.answer(messages, images, max_tokens)
 
-    with (
-        ThreadPoolExecutor(max_workers=concurrency) as pool,
-        tqdm(total=len(todo), desc=desc, unit="q", disable=not todo) as bar,
-    ):
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
         futures = {pool.submit(ask, item, blind): (item.question_id, blind) for item, blind in todo}
         try:
             for future in as_completed(futures):
-                key = futures[future]
                 try:
-                    cache.put(key, future.result())
+                    reply: str | AnswerError = future.result()
                 except AnswerError as exc:
-                    errors[key] = str(exc)
-                    log.warning("question %s (blind=%s) failed: %s", key[0], key[1], exc)
+                    reply = exc
+                record(futures[future], reply)
                 bar.update(1)
         except BaseException:
             for f in futures:
                 f.cancel()
             raise
-    answers = {k: a for item, blind in jobs if (a := cache.get(k := (item.question_id, blind))) is not None}
-    return RunResult(answers=answers, errors=errors, asked=len(todo))

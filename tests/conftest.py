@@ -89,6 +89,13 @@ def tiny_assistant(tiny_model_dir):
     return Assistant.load(tiny_model_dir, device="cpu")
 
 
+@pytest.fixture(scope="session")
+def tiny_qformer_assistant(tiny_qformer_dir):
+    from assistant.inference import Assistant
+
+    return Assistant.load(tiny_qformer_dir, device="cpu")
+
+
 @pytest.fixture
 def red_image() -> Image.Image:
     image = Image.new("RGB", (60, 40), (240, 240, 240))

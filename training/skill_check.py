@@ -31,6 +31,7 @@ from evals.vqa import UNSCORED_TYPES, score_vqa
 from training.common import setup_logging
 
 log = logging.getLogger(__name__)
+CHECK_BATCH = 16  # questions per left-padded generate (Assistant.chat_batch)
 
 
 def load_check_questions(
@@ -66,13 +67,20 @@ def load_check_questions(
 
 
 def check_accuracy(assistant: Assistant, questions: list[dict]) -> float:
-    """Greedy answers to `questions`, scored as `assistant eval vqa` scores them (`evals.vqa.score_vqa`)."""
-    answers = []
-    for q in questions:
-        content = [{"type": "image", "image": q["image"]}, {"type": "text", "text": q["text"]}]
-        answers.append(
-            assistant.chat([{"role": "user", "content": content}], max_new_tokens=16, temperature=0.0).text
+    """Greedy answers to `questions` (`CHECK_BATCH` a generate), scored as `assistant eval vqa` scores them
+    (`evals.vqa.score_vqa`)."""
+    conversations = [
+        (
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q["text"]}]}],
+            [q["image"]],
         )
+        for q in questions
+    ]
+    answers = [
+        reply.text
+        for start in range(0, len(conversations), CHECK_BATCH)
+        for reply in assistant.chat_batch(conversations[start : start + CHECK_BATCH], max_new_tokens=16)
+    ]
     return score_vqa(questions, answers).accuracy
 
 

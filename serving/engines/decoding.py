@@ -1,5 +1,5 @@
-"""The pieces of batched decoding: collate prepared prompts with left padding, sample one token per row with
-that row's own parameters, and turn token ids into text deltas that respect stop strings."""
+"""The pieces of batched decoding: sample one token per row with that row's own parameters, and turn token ids into
+text deltas that respect stop strings (prompts are left-padded together by `assistant.inference.collate`)."""
 
 from __future__ import annotations
 
@@ -8,37 +8,6 @@ from dataclasses import dataclass, field
 import torch
 
 from assistant.inference import SamplingParams
-
-
-def collate(prepared: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Join single-prompt processor outputs into one left-padded batch with per-row position ids.
-
-    Each item holds input_ids (1, L_i) and optionally pixel_values, (n_i, P_i, C, H, W) with image_sizes (n_i, 2)
-    for AnyRes or (n_i, C, H, W) for one view per image.
-    """
-    longest = max(int(p["input_ids"].shape[1]) for p in prepared)
-    ids = torch.full((len(prepared), longest), pad_id, dtype=torch.long)  # (B, L)
-    mask = torch.zeros((len(prepared), longest), dtype=torch.long)  # (B, L)
-    for row, p in enumerate(prepared):
-        length = int(p["input_ids"].shape[1])
-        ids[row, longest - length :] = p["input_ids"][0]
-        mask[row, longest - length :] = 1
-    batch = {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),  # pads sit at 0; real tokens count from 0
-    }
-    pixels = [p["pixel_values"] for p in prepared if p.get("pixel_values") is not None]
-    if pixels and pixels[0].dim() == 4:  # one view per image (BLIP-2, LLaVA): (N_img, C, H, W) each
-        batch["pixel_values"] = torch.cat(pixels)
-    elif pixels:
-        most = max(int(x.shape[1]) for x in pixels)
-        padded = [torch.nn.functional.pad(x, (0, 0, 0, 0, 0, 0, 0, most - int(x.shape[1]))) for x in pixels]
-        batch["pixel_values"] = torch.cat(padded)  # (N_img, P_max, C, H, W); the model trims by image_sizes
-        batch["image_sizes"] = torch.cat(
-            [p["image_sizes"] for p in prepared if p.get("image_sizes") is not None]
-        )
-    return batch
 
 
 def make_generator(params: SamplingParams) -> torch.Generator | None:

@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicLayer
 
 from assistant.errors import AssistantError
-from assistant.inference import Assistant, SamplingParams
+from assistant.inference import Assistant, SamplingParams, collate
 from assistant.qformer import step_model
 from assistant.threads import apply_threads
-from serving.engines.decoding import TextTracker, collate, make_generator, sample_row
+from serving.engines.decoding import TextTracker, make_generator, sample_row
 
 log = logging.getLogger("serving.engine_core")
 

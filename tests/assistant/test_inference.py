@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from assistant.errors import InputError, ModelLoadError
-from assistant.inference import Assistant, normalize_messages
+from assistant.inference import Assistant, SamplingParams, finish_row, normalize_messages
 
 
 def _ask(text: str = "how many objects?", n_images: int = 1) -> list[dict]:
@@ -42,6 +42,58 @@ def test_stop_string_cuts_the_answer(tiny_assistant, red_image):
     cut = tiny_assistant.chat(_ask(), images=[red_image], max_new_tokens=12, stop=[stop])
     assert cut.text == whole[: whole.find(stop)]
     assert cut.finish_reason == "stop"
+
+
+def test_chat_batch_answers_as_chat_does(tiny_assistant, red_image):
+    from PIL import Image
+
+    tall = Image.new("RGB", (30, 70), (30, 30, 220))  # another shape: other tiles, so more image tokens
+    conversations = [
+        (_ask("how many objects?"), [red_image]),
+        (_ask("what colour is the large square at the top left of the picture?"), [tall]),
+        (_ask("shape?"), [red_image]),
+    ]
+    batched = tiny_assistant.chat_batch(conversations, max_new_tokens=6)
+    single = [tiny_assistant.chat(m, images=i, max_new_tokens=6) for m, i in conversations]
+    assert batched == single  # texts, token counts and finish reasons, although the rows were padded
+    assert len({r.prompt_tokens for r in batched}) == 3
+    text_only = [([{"role": "user", "content": t}], None) for t in ("hi", "say something longer")]
+    assert tiny_assistant.chat_batch(text_only, max_new_tokens=5) == [
+        tiny_assistant.chat(m, max_new_tokens=5) for m, _ in text_only
+    ]
+
+
+def test_chat_batch_stops_and_refuses_as_chat_does(tiny_assistant, red_image):
+    conversations = [(_ask(), [red_image]), (_ask("and the shape?"), [red_image])]
+    whole = tiny_assistant.chat(*conversations[0], max_new_tokens=12).text
+    stop = whole[3:5]
+    batched = tiny_assistant.chat_batch(conversations, max_new_tokens=12, stop=[stop])
+    single = [tiny_assistant.chat(m, images=i, max_new_tokens=12, stop=[stop]) for m, i in conversations]
+    # (token counts past a stop string differ: chat stops generating there, a batch runs on for its other rows)
+    assert [(r.text, r.finish_reason) for r in batched] == [(r.text, r.finish_reason) for r in single]
+    assert batched[0].text == whole[: whole.find(stop)] and batched[0].finish_reason == "stop"
+    # rows with different numbers of images share a batch (the pixels are joined in row order)
+    mixed = [
+        (_ask(), [red_image]),
+        (_ask(n_images=2), [red_image, red_image]),
+        ([{"role": "user", "content": "hi"}], []),
+    ]
+    assert tiny_assistant.chat_batch(mixed, max_new_tokens=4) == [
+        tiny_assistant.chat(m, images=i, max_new_tokens=4) for m, i in mixed
+    ]
+    with pytest.raises(InputError, match="over the model's context of 512"):
+        tiny_assistant.chat_batch(conversations, max_new_tokens=600)
+
+
+def test_a_batch_row_ends_at_its_first_end_id_or_stop_string():
+    decode = lambda ids, skip_special_tokens: "".join("." if i in (2, 7) else chr(96 + i) for i in ids)  # noqa: E731
+    greedy = SamplingParams(max_new_tokens=5)
+    # ended early: the pads (0) after the end of turn (2) are not the row's tokens
+    assert finish_row([3, 4, 2, 0, 0], {2, 7}, greedy, decode) == ("cd.", 3, "stop")
+    assert finish_row([3, 7, 2, 0, 0], {2, 7}, greedy, decode) == ("c.", 2, "stop")  # any configured end id
+    assert finish_row([3, 4, 5, 6, 8], {2}, greedy, decode) == ("cdefh", 5, "length")
+    stopped = SamplingParams(max_new_tokens=5, stop=("e",))
+    assert finish_row([3, 4, 5, 6, 8], {2}, stopped, decode) == ("cd", 5, "stop")
 
 
 def test_cancel_event_stops_generation_early(tiny_assistant, red_image):

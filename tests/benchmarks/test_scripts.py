@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from benchmarks import connectors, gpu, ocr_hints, preprocess, serve, train, train_batching
+from benchmarks import connectors, eval_batching, gpu, ocr_hints, preprocess, serve, train, train_batching
 from benchmarks.common import run_cli
 
 
@@ -51,6 +51,26 @@ def test_connectors_quick_compares_an_mlp_and_a_qformer_model(tiny_model_dir, ti
     # paired rounds: both servers up at once, each round's TTFT over the baseline's of the same round
     assert mlp["paired_ttft_ratio_c1"]["median"] == 1.0 and mlp["paired_ttft_ratio_c1"]["n"] == 2
     assert qformer["paired_ttft_ms_c1"] > 0 and qformer["paired_ttft_ratio_c1"]["min"] > 0
+
+
+def test_eval_batching_quick_compares_batches_with_one_question_at_a_time(tiny_model_dir, tmp_path):
+    out = tmp_path / "eval_batching.json"
+    report = eval_batching.main(
+        eval_batching.parse_args(["--quick", "--model", str(tiny_model_dir), "--out", str(out)])
+    )
+    assert json.loads(out.read_text())["benchmark"] == "eval_batching"
+    rows = {(r["benchmark"], r["batch_size"]): r for r in report["rows"]}
+    assert set(rows) == {(b, n) for b in ("vqa", "pope", "chair", "probe") for n in (1, 4)}
+    for (bench, batch), row in rows.items():
+        assert row["questions"] == 8 and row["questions_per_s"] > 0
+        assert row["answers_differing_from_baseline"] == 0  # greedy, the same answers batched
+        assert row["scores"] == rows[bench, 1]["scores"]
+        if batch == 1:
+            assert row["ratio_to_baseline"] == 1.0
+    assert (
+        rows["probe", 1]["max_feature_difference"] == 0.0
+        and rows["probe", 4]["max_feature_difference"] < 1e-4
+    )
 
 
 def test_preprocess_quick_measures_anyres_and_ocr(tiny_model_dir, tmp_path):

@@ -27,6 +27,8 @@ def test_cli_overrides_config_and_refusals(tmp_path):
         load_args(config, {})
     with pytest.raises(ValueError, match="concurrency must be positive"):
         load_args(None, {"data": "x", "concurrency": 0})
+    with pytest.raises(ValueError, match="batch_size must be positive"):
+        load_args(None, {"data": "x", "batch_size": 0})
     with pytest.raises(ValueError, match="unknown CHAIR vocabulary"):
         load_args(None, {"data": "x", "vocabulary": "imagenet"})
 

@@ -8,9 +8,10 @@ import json
 import pytest
 
 from assistant.toyworld import make_dataset
-from evals.clients import InProcessClient
+from evals.clients import AnswerError, InProcessClient
 from evals.config import EvalArgs
 from evals.jobs import run_benchmark
+from evals.runner import AnswerCache
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,33 @@ def test_vqa_in_process_resumes_from_cache(tiny_assistant, toy_sets, tmp_path):
     assert first.scores["image"]["all"]["accuracy"] == pytest.approx(
         sum(v["accuracy"] * v["n"] for v in by_task.values()) / n
     )
+
+
+def test_batched_answers_are_the_one_at_a_time_answers(tiny_assistant, toy_sets, tmp_path):
+    client = InProcessClient(tiny_assistant)
+    caches = {}
+    for batch in (1, 4):
+        args = EvalArgs(
+            data=str(toy_sets["vqa"]),
+            out=str(tmp_path / str(batch)),
+            blind=True,
+            max_tokens=4,
+            batch_size=batch,
+        )
+        report, _ = run_benchmark("vqa", args, client)
+        caches[batch] = AnswerCache(tmp_path / str(batch) / "answers.jsonl", client.name).answers
+        assert report.errors == {"image": 0, "blind": 0}
+    assert len(caches[1]) > 4 and caches[4] == caches[1]  # with and without images, several batches
+
+
+def test_a_refused_question_fails_alone_in_its_batch(tiny_assistant, red_image, tmp_path):
+    red_image.save(tmp_path / "red.png")
+    client = InProcessClient(tiny_assistant)
+    ask = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "how many?"}]}]
+    too_long = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "red " * 600}]}]
+    replies = client.answer_batch([(ask, [tmp_path / "red.png"]), (too_long, [tmp_path / "red.png"])], 4)
+    assert replies[0] == client.answer(ask, [tmp_path / "red.png"], 4)
+    assert isinstance(replies[1], AnswerError) and "context" in str(replies[1])
 
 
 def test_chair_in_process_pins_the_prompt(tiny_assistant, tmp_path_factory, tmp_path):

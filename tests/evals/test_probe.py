@@ -11,7 +11,16 @@ import torch
 from assistant.toyworld import COLORS, SHAPES
 from assistant.toyworld.relations import REGIONS
 from evals.clients import EvalError
-from evals.probe import ProbeItem, linear_probe, load_items, majority, markdown, run_probe, toyworld_items
+from evals.probe import (
+    ProbeItem,
+    extract,
+    linear_probe,
+    load_items,
+    majority,
+    markdown,
+    run_probe,
+    toyworld_items,
+)
 
 
 def test_probe_on_random_features_reads_chance_and_on_informative_ones_the_label():
@@ -58,6 +67,38 @@ def test_probe_job_on_the_tiny_model(tiny_assistant, tmp_path):
     assert json.loads((tmp_path / "probe.json").read_text())["scores"] == result["scores"]
     assert "| encoder |" in (tmp_path / "probe.md").read_text()
     assert markdown(result["scores"]).count("\n") == len(result["scores"]["shape"]) + 1
+
+
+@pytest.mark.parametrize("model", ["tiny_assistant", "tiny_qformer_assistant"])
+def test_batched_questions_read_what_each_reads_alone(model, request):
+    """Several scenes' questions share one padded batch; every point's features and every answer are those of the
+    question asked alone (a batch of one, unpadded), on LLaVA-NeXT and on BLIP-2."""
+    assistant = request.getfixturevalue(model)
+    items, attrs = toyworld_items(3), ["region", "shape"]  # questions of different lengths: padded
+    together = extract(assistant, items, attrs)  # one batch of six
+    alone = extract(assistant, items, attrs, max_batch=1)
+    assert together["answers"] == alone["answers"]
+    for attr in attrs:
+        for point, x in alone["features"][attr].items():
+            assert x.shape[0] == 3
+            assert torch.allclose(together["features"][attr][point], x, atol=1e-4), (attr, point)
+
+
+def test_batches_hold_images_of_one_size_in_the_items_order():
+    from PIL import Image
+
+    from evals.probe import _same_size_batches
+
+    wide, tall = Image.new("RGB", (60, 40)), Image.new("RGB", (40, 60))
+    items = [ProbeItem(im, {"a": "x", "b": "y"}) for im in (wide, wide, tall, wide)]
+    batches = list(_same_size_batches(items, ["a", "b"], most=3))
+    index = {id(item): i for i, item in enumerate(items)}  # equal items are not the same item
+    assert [[(attr, index[id(item)]) for attr, item, _ in b] for b in batches] == [
+        [("a", 0), ("b", 0), ("a", 1)],
+        [("b", 1)],
+        [("a", 2), ("b", 2)],
+        [("a", 3), ("b", 3)],
+    ]
 
 
 def test_probe_reads_a_labelled_jsonl(tiny_assistant, red_image, tmp_path):

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from assistant.inference import SamplingParams
+from assistant.inference import SamplingParams, collate
 from serving.engines.base import GenerationRequest
-from serving.engines.decoding import TextTracker, collate, held_back, sample_row
+from serving.engines.decoding import TextTracker, held_back, sample_row
 from serving.engines.engine_core import CoreConfig, EngineCore, to_arrays
 from serving.engines.transformers_engine import TransformersEngine
 from serving.errors import ContextLengthExceeded

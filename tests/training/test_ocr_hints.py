@@ -76,3 +76,18 @@ def test_the_in_process_eval_client_adds_the_same_hint(tiny_assistant, text_data
     parts = hinted[0]["content"]
     assert parts[1]["text"].startswith(HINT_PREFIX) and parts[2]["text"] == row["text"]
     assert client.answer(messages, [text_data / row["image"]], max_tokens=2) is not None
+
+
+def test_a_batch_of_the_in_process_client_carries_the_hints_too(tiny_assistant, text_data):
+    rows = [json.loads(line) for line in (text_data / "qa.jsonl").read_text().splitlines()[:2]]
+    asks = [
+        (
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["text"]}]}],
+            [text_data / r["image"]],
+        )
+        for r in rows
+    ]
+    client = InProcessClient(tiny_assistant, ocr="on")
+    assert client.answer_batch(asks, max_tokens=4) == [client.answer(m, i, max_tokens=4) for m, i in asks]
+    plain = InProcessClient(tiny_assistant).answer_batch(asks, max_tokens=4)
+    assert plain == [InProcessClient(tiny_assistant).answer(m, i, max_tokens=4) for m, i in asks]
