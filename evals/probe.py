@@ -162,9 +162,8 @@ def extract(
             for batch in _same_size_batches(items, attrs, max_batch):
                 conversations = [(_one_question(item.question(attr)), [image]) for attr, item, image in batch]
                 inputs = assistant.prepare_batch(conversations)
-                out = model(
-                    **inputs, output_hidden_states=True, logits_to_keep=1
-                )  # no logits over the prompt
+                # logits_to_keep=1: no logits over the prompt, only its hidden states
+                out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
                 # each row carries its own copy of its image: its share of the tower's and connector's outputs
                 encoder, connector = (
                     seen[k].unflatten(0, (len(batch), -1)) for k in ("encoder", "connector")
