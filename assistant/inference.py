@@ -191,13 +191,6 @@ class Assistant:
         prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         return self.processor(images=pil_images or None, text=[prompt], return_tensors="pt")
 
-    def prepare_batch(
-        self, conversations: Sequence[tuple[list[dict[str, Any]], list[Any] | None]]
-    ) -> dict[str, torch.Tensor]:
-        """Model inputs for several conversations, left-padded with per-row position ids (`collate`): the last
-        column is every row's last prompt token, where generation starts."""
-        return self._collated([self._inputs(m, images) for m, images in conversations])
-
     def _collated(self, prepared: list[Any]) -> dict[str, torch.Tensor]:
         batch = {k: v.to(self.device) for k, v in collate(prepared, self.tokenizer.pad_token_id).items()}
         if "pixel_values" in batch:
@@ -237,9 +230,19 @@ class Assistant:
         Greedy answers are `chat`'s up to float rounding (padding changes the order of sums, rarely an argmax).
         A prompt over the context raises `InputError`, as `chat` does, before anything runs.
         """
-        params = SamplingParams(**_as_params(sampling))
+        return self.generate_batch(conversations, SamplingParams(**_as_params(sampling)))[0]
+
+    def generate_batch(
+        self,
+        conversations: Sequence[tuple[list[dict[str, Any]], list[Any] | None]],
+        params: SamplingParams,
+        **generate_extra: Any,
+    ) -> tuple[list[ChatResult], Any]:
+        """`chat_batch` with `generate`'s own output beside the answers: `generate_extra` reaches `generate`, so
+        `output_hidden_states=True, return_dict_in_generate=True` also gives the prompt's hidden states (left-padded:
+        column -1 is every row's last prompt token) from the same forward pass that starts the answers."""
         if not conversations:
-            return []
+            return [], None
         prepared = [self._inputs(messages, images) for messages, images in conversations]
         for inputs in prepared:  # the same refusals as chat, before any work
             self._check_context(inputs, params)
@@ -249,14 +252,18 @@ class Assistant:
         with self._lock, torch.inference_mode():
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            ids = step_model(self.model, batch).generate(
-                **given, **params.generate_kwargs(), pad_token_id=self.tokenizer.pad_token_id
+            out = step_model(self.model, batch).generate(
+                **given,
+                **params.generate_kwargs(),
+                pad_token_id=self.tokenizer.pad_token_id,
+                **generate_extra,
             )
+        ids = out if isinstance(out, torch.Tensor) else out.sequences
         ends, results = self._end_ids(), []
         for row, n in zip(ids[:, batch["input_ids"].shape[1] :].tolist(), prompt_tokens, strict=True):
             text, completion_tokens, finish = finish_row(row, ends, params, self.tokenizer.decode)
             results.append(ChatResult(text, int(n), completion_tokens, finish))
-        return results
+        return results, out
 
     def _end_ids(self) -> set[int]:
         """Every token id that ends generation: the tokenizer's end of turn and the generation config's."""
@@ -330,7 +337,7 @@ class Assistant:
         new_ids = result["ids"][0, prompt_tokens:]
         completion_tokens = int(len(new_ids))
         if finish is None:
-            hit_eos = completion_tokens and int(new_ids[-1]) == self.tokenizer.eos_token_id
+            hit_eos = completion_tokens and int(new_ids[-1]) in self._end_ids()
             finish = "stop" if hit_eos or completion_tokens < params.max_new_tokens else "length"
         yield ChatResult("", prompt_tokens, completion_tokens, finish)
 

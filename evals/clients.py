@@ -44,6 +44,11 @@ class BatchAnswerClient(AnswerClient, Protocol):
     ) -> list[str | AnswerError]: ...
 
 
+def user_turn(text: str, images: int = 1) -> list[dict[str, Any]]:
+    """The messages of one question: a user turn of `images` image parts, then the text."""
+    return [{"role": "user", "content": [{"type": "image"}] * images + [{"type": "text", "text": text}]}]
+
+
 def data_url(path: str | Path) -> str:
     mime = mimetypes.guess_type(str(path))[0] or "image/png"
     return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
@@ -190,24 +195,22 @@ class InProcessClient:
     def answer_batch(
         self, conversations: list[tuple[list[dict[str, Any]], list[str | Path]]], max_tokens: int
     ) -> list[str | AnswerError]:
-        """`answer` for each conversation, in one left-padded `generate`; a batch the model refuses (a prompt over
-        its context) is answered one by one, so that only the refused questions fail."""
-        from assistant.errors import InputError
-
+        """`answer` for each conversation, in one left-padded `generate`. A batch the model refuses (a prompt over
+        its context) is split in halves until the refused prompts stand alone, so that only they fail and the rest
+        still go in batches."""
         if self.ocr != "off":
             conversations = [(self._with_hints(m, i) if i else m, i) for m, i in conversations]
+        return self._ask([(m, list(i)) for m, i in conversations], max_tokens)
+
+    def _ask(
+        self, conversations: list[tuple[list[dict[str, Any]], list[str | Path]]], max_tokens: int
+    ) -> list[str | AnswerError]:
+        from assistant.errors import InputError
+
         try:
-            results = self.assistant.chat_batch(
-                [(m, list(i)) for m, i in conversations], max_new_tokens=max_tokens
-            )
-            return [r.text for r in results]
-        except InputError:
-            replies: list[str | AnswerError] = []
-            for messages, images in conversations:
-                try:
-                    replies.append(
-                        self.assistant.chat(messages, images=list(images), max_new_tokens=max_tokens).text
-                    )
-                except InputError as exc:
-                    replies.append(AnswerError(str(exc)))
-            return replies
+            return [r.text for r in self.assistant.chat_batch(conversations, max_new_tokens=max_tokens)]
+        except InputError as exc:
+            if len(conversations) == 1:
+                return [AnswerError(str(exc))]
+            half = len(conversations) // 2
+            return self._ask(conversations[:half], max_tokens) + self._ask(conversations[half:], max_tokens)

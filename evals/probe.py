@@ -34,7 +34,7 @@ from tqdm import tqdm
 from assistant.images import load_image
 from assistant.qformer import is_qformer_model
 
-from .clients import EvalError
+from .clients import EvalError, user_turn
 from .vqa import PARSERS, answer_credit
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,6 @@ def _same_size_batches(
         yield batch
 
 
-def _one_question(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-
-
 @torch.no_grad()
 def extract(
     assistant,
@@ -134,6 +130,8 @@ def extract(
 ) -> dict:
     """Features at every point and the answers: {"features": {attr: {point: (N, D)}}, "answers": {attr: [str]}};
     `max_batch` questions a forward pass (1: one at a time)."""
+    from assistant.inference import SamplingParams
+
     model = assistant.model
     seen: dict[str, torch.Tensor] = {}
     # encoder: what the connector reads; connector: what it gives the LM (BLIP-2: the tower's output, the projection)
@@ -160,19 +158,22 @@ def extract(
     try:
         with tqdm(total=len(items) * len(attrs), desc="probe", unit="question") as bar:
             for batch in _same_size_batches(items, attrs, max_batch):
-                conversations = [(_one_question(item.question(attr)), [image]) for attr, item, image in batch]
-                inputs = assistant.prepare_batch(conversations)
-                # logits_to_keep=1: no logits over the prompt, only its hidden states
-                out = model(**inputs, output_hidden_states=True, logits_to_keep=1)
+                conversations = [(user_turn(item.question(attr)), [image]) for attr, item, image in batch]
+                # one generate: its first forward (the whole prompt) fires the hooks and gives the hidden states
+                replies, out = assistant.generate_batch(
+                    conversations,
+                    SamplingParams(max_new_tokens=max_new_tokens),
+                    output_hidden_states=True,
+                    return_dict_in_generate=True,
+                )
                 # each row carries its own copy of its image: its share of the tower's and connector's outputs
                 encoder, connector = (
                     seen[k].unflatten(0, (len(batch), -1)) for k in ("encoder", "connector")
                 )
-                hidden = getattr(out, "language_model_outputs", out).hidden_states
-                replies = assistant.chat_batch(conversations, max_new_tokens=max_new_tokens)
+                hidden = out.hidden_states[0]  # the prompt's pass: embeddings, then every layer
                 for row, (attr, _, _) in enumerate(batch):
                     points = {"encoder": _pool(encoder[row]), "connector": _pool(connector[row])}
-                    # (B, T, D) each: embeddings, then every layer; padded on the left, so -1 is the prompt's end
+                    # (B, T, D) each, padded on the left, so -1 is the prompt's end
                     for k, h in enumerate(hidden):
                         points[f"lm.{k}"] = h[row, -1].float()
                     for name, value in points.items():

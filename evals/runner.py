@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .clients import AnswerClient, AnswerError, BatchAnswerClient, EvalError
+from .clients import AnswerClient, AnswerError, BatchAnswerClient, EvalError, user_turn
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,7 @@ class EvalItem:
     def messages(self, blind: bool) -> tuple[list[dict[str, Any]], list[Path]]:
         """Chat messages and images; `blind` drops the image and keeps the same words."""
         with_image = self.image is not None and not blind
-        content: list[dict[str, Any]] = [{"type": "image"}] if with_image else []
-        content.append({"type": "text", "text": self.prompt})
-        messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+        messages = user_turn(self.prompt, images=int(with_image))
         if self.system:
             messages.insert(0, {"role": "system", "content": self.system})
         return messages, [self.image] if with_image and self.image is not None else []

@@ -26,6 +26,7 @@ from transformers import TrainerCallback
 
 from assistant.errors import ConfigError
 from assistant.inference import Assistant
+from evals.clients import user_turn
 from evals.data import load_qa
 from evals.vqa import UNSCORED_TYPES, score_vqa
 from training.common import setup_logging
@@ -69,13 +70,7 @@ def load_check_questions(
 def check_accuracy(assistant: Assistant, questions: list[dict]) -> float:
     """Greedy answers to `questions` (`CHECK_BATCH` a generate), scored as `assistant eval vqa` scores them
     (`evals.vqa.score_vqa`)."""
-    conversations = [
-        (
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q["text"]}]}],
-            [q["image"]],
-        )
-        for q in questions
-    ]
+    conversations = [(user_turn(q["text"]), [q["image"]]) for q in questions]
     answers = [
         reply.text
         for start in range(0, len(conversations), CHECK_BATCH)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from assistant.toyworld import make_dataset
-from evals.clients import AnswerError, InProcessClient
+from evals.clients import AnswerError, InProcessClient, user_turn
 from evals.config import EvalArgs
 from evals.jobs import run_benchmark
 from evals.runner import AnswerCache
@@ -90,11 +90,13 @@ def test_batched_answers_are_the_one_at_a_time_answers(tiny_assistant, toy_sets,
 def test_a_refused_question_fails_alone_in_its_batch(tiny_assistant, red_image, tmp_path):
     red_image.save(tmp_path / "red.png")
     client = InProcessClient(tiny_assistant)
-    ask = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "how many?"}]}]
-    too_long = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "red " * 600}]}]
-    replies = client.answer_batch([(ask, [tmp_path / "red.png"]), (too_long, [tmp_path / "red.png"])], 4)
-    assert replies[0] == client.answer(ask, [tmp_path / "red.png"], 4)
+    asks = [user_turn(q) for q in ("how many?", "what colour?", "what shape?", "where?")]
+    too_long = user_turn("red " * 600)
+    image = [tmp_path / "red.png"]
+    conversations = [(asks[0], image), (too_long, image), *((ask, image) for ask in asks[1:])]
+    replies = client.answer_batch(conversations, 4)
     assert isinstance(replies[1], AnswerError) and "context" in str(replies[1])
+    assert [replies[0], *replies[2:]] == [client.answer(ask, image, 4) for ask in asks]
 
 
 def test_chair_in_process_pins_the_prompt(tiny_assistant, tmp_path_factory, tmp_path):
