@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -357,18 +358,31 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     for task, _ in args.focus_checks().values():
         scenes = args.n_eval if args.smoke else CHECK_SCENES
         plan[f"check_{task}"] = (task, scenes, check_seed(args.seed, task), True)
+    earlier = Path(args.continue_from).parent / "data" if args.continue_from else None
     out, built = {}, False
     for name, (task, n, seed, eval_split) in plan.items():
         path = work / "data" / name
         if not (path / "manifest.json").is_file():
             shutil.rmtree(path, ignore_errors=True)
-            make_dataset(path, task=task, n=n, seed=seed, eval_split=eval_split)
+            hints = (args.ocr_hint_share, args.seed) if name in HINTED and args.ocr_hint_share > 0 else None
+            same = earlier and built_before(
+                earlier, {"task": task, "n": n, "seed": seed, "eval": eval_split}, hints
+            )
+            if same:  # the run continued from built this very set (its eval sets, a refresh task run again)
+                shutil.copytree(same, path)
+                manifest = json.loads((path / "manifest.json").read_text())
+                (path / "manifest.json").write_text(
+                    json.dumps({**manifest, "copied_from": str(same)}, indent=1)
+                )
+                log.info("data %s: the same set as %s, copied", name, same)
+            else:
+                make_dataset(path, task=task, n=n, seed=seed, eval_split=eval_split)
             built = True
         out[name] = path
     if args.ocr_hint_share > 0:
         from training.ocr_hints import add_ocr_hints
 
-        for name in ("instruct", "refresh"):
+        for name in HINTED:
             if name in out:
                 hinted = "ocr_hints" in json.loads((out[name] / "manifest.json").read_text())
                 add_ocr_hints(out[name], args.ocr_hint_share, seed=args.seed)
@@ -380,6 +394,26 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         source = out["refresh"] if "refresh" in out else out["instruct"]
         out["anchor"] = write_anchor(source, work / "data" / "anchor")
     return out if built else Reused(out)
+
+
+HINTED = ("instruct", "refresh")  # the sets that carry OCR hints (--ocr_hint_share)
+
+
+def built_before(data: Path, want: dict[str, Any], hints: tuple[float, int] | None) -> Path | None:
+    """A set under `data` (an earlier run's data/) whose manifest has `want`'s task, n, seed and split, made by
+    this generator, with the OCR hints this run would add (`hints`: share and seed) or none yet; else None."""
+    from assistant.toyworld.writers import GENERATOR_VERSION
+
+    for manifest_path in sorted(data.glob("*/manifest.json")):
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("generator_version") != GENERATOR_VERSION or manifest.get("preset") != "tiny":
+            continue
+        if any(manifest.get(k) != v for k, v in want.items()):
+            continue
+        given = manifest.get("ocr_hints")
+        if given is None or (hints is not None and (given["share"], given["seed"]) == hints):
+            return manifest_path.parent
+    return None
 
 
 MAX_FOCUS = 20

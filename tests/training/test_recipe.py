@@ -135,6 +135,13 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
     assert not any(
         (later / name).exists() for name in ("stage3", "final", "data/preference", "evals/final")
     )  # --ship sft runs no DPO
+    # its eval sets are the earlier run's, copied; its refresh task is another, built anew
+    pope = json.loads((later / "data" / "eval_pope" / "manifest.json").read_text())
+    assert pope["copied_from"] == str(work / "data" / "eval_pope")
+    assert (later / "data" / "eval_pope" / "pope.jsonl").read_bytes() == (
+        work / "data" / "eval_pope" / "pope.jsonl"
+    ).read_bytes()
+    assert "copied_from" not in json.loads((later / "data" / "refresh" / "manifest.json").read_text())
     focus3 = json.loads((later / "data" / "focus3" / "manifest.json").read_text())
     assert (
         focus3["task"] == "position_all" and focus3["seed"] == 64_000_000
@@ -273,3 +280,24 @@ def test_focus_stages_number_on_from_the_run_continued_and_never_share_stage_2cs
         assert all(start + n <= later for later in starts[i + 1 :])
     with pytest.raises(ValueError, match="at most"):
         recipe.focus_seed(0, recipe.MAX_FOCUS)
+
+
+def test_a_set_is_reused_only_when_task_seeds_and_hints_match(tmp_path):
+    from assistant.toyworld import make_dataset
+
+    data = tmp_path / "data"
+    make_dataset(data / "refresh", task="instruct", n=4, seed=70_000_000)
+    want = {"task": "instruct", "n": 4, "seed": 70_000_000, "eval": False}
+    assert recipe.built_before(data, want, None) == data / "refresh"
+    assert recipe.built_before(data, {**want, "seed": 70_000_001}, None) is None
+    assert recipe.built_before(data, {**want, "task": "instruct_varied"}, None) is None
+    assert recipe.built_before(data, {**want, "eval": True}, None) is None
+    manifest = json.loads((data / "refresh" / "manifest.json").read_text())
+    hinted = {
+        **manifest,
+        "ocr_hints": {"share": 0.5, "seed": 0, "eligible": 1, "hinted": 1, "empty_reads": 0},
+    }
+    (data / "refresh" / "manifest.json").write_text(json.dumps(hinted))
+    assert recipe.built_before(data, want, (0.5, 0)) == data / "refresh"  # the hints this run would add
+    assert recipe.built_before(data, want, (0.3, 0)) is None  # other hints: built anew
+    assert recipe.built_before(data, want, None) is None  # a set that takes no hints
