@@ -8,7 +8,7 @@ import pytest
 
 from assistant.ocr import HINT_PREFIX, insert_hint
 from assistant.toyworld import make_dataset
-from evals.clients import InProcessClient
+from evals.clients import InProcessClient, user_turn
 from training.ocr_hints import add_ocr_hints
 
 
@@ -80,13 +80,7 @@ def test_the_in_process_eval_client_adds_the_same_hint(tiny_assistant, text_data
 
 def test_a_batch_of_the_in_process_client_carries_the_hints_too(tiny_assistant, text_data):
     rows = [json.loads(line) for line in (text_data / "qa.jsonl").read_text().splitlines()[:2]]
-    asks = [
-        (
-            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["text"]}]}],
-            [text_data / r["image"]],
-        )
-        for r in rows
-    ]
+    asks = [(user_turn(r["text"]), [text_data / r["image"]]) for r in rows]
     client = InProcessClient(tiny_assistant, ocr="on")
     assert client.answer_batch(asks, max_tokens=4) == [client.answer(m, i, max_tokens=4) for m, i in asks]
     plain = InProcessClient(tiny_assistant).answer_batch(asks, max_tokens=4)
