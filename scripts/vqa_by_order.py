@@ -8,8 +8,9 @@ many OpenAI-API clients send it): the diagnostic of docs/recipe.md, session 13.
     python scripts/vqa_by_order.py --model M --data D --limit 600 position --by_answer_type   # relations apart
 
 The first `--limit` rows of the set (read and checked by the evals' `load_qa`), free-form questions dropped (as
-`assistant eval vqa --limit` selects them), answered greedily in-process and scored by the evals' parser
-(`evals.vqa.answer_credit`).
+`assistant eval vqa --limit` selects them), answered greedily in-process, 16 questions in one batched `generate`
+(`--batch_size`; the eval runner's default), and scored by the evals' parser (`evals.vqa.answer_credit`). `--model
+default` is the embedded model.
 """
 
 from __future__ import annotations
@@ -24,21 +25,32 @@ from pathlib import Path
 from tqdm import tqdm
 
 from assistant.inference import Assistant
+from assistant.paths import resolve_model_source
 from evals.data import load_qa
 from evals.vqa import UNSCORED_TYPES, answer_credit
 
 log = logging.getLogger("vqa_by_order")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Score the set as the options say; log and return each group's accuracy."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("tasks", nargs="*", help="Tasks to score (default: all).")
-    parser.add_argument("--model", required=True)
+    parser.add_argument(
+        "--model", required=True, help="A model directory, a hub id, or `default` (the embedded model)."
+    )
     parser.add_argument("--data", required=True, help="A toy-world instruct eval set (qa.jsonl and images).")
     parser.add_argument("--order", choices=("image_first", "text_first"), default="image_first")
     parser.add_argument("--limit", type=int, default=600)
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        default=16,
+        help="Questions answered in one batched generate (Assistant.chat_batch; the same greedy answers as one at a "
+        "time up to float rounding).",
+    )
     parser.add_argument(
         "--by_answer",
         action="store_true",
@@ -66,7 +78,9 @@ def main() -> None:
         action="store_true",
         help="Also score each task by the number of objects in its scene (1, 2-3, 4+; the set's scenes.jsonl).",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data = Path(args.data)
     rows = [
@@ -78,22 +92,29 @@ def main() -> None:
     if args.by_size_gap or args.by_objects:
         lines = (data / "scenes.jsonl").read_text().splitlines()
         scenes = {s["image"]: s for s in map(json.loads, filter(None, lines))}
-    assistant = Assistant.load(args.model, device="cpu")
+    assistant = Assistant.load(resolve_model_source(args.model), device="cpu")
     credit = defaultdict(list)
-    for row in tqdm(rows, desc=args.order):
-        image = {"type": "image", "image": str(row["image_path"])}
-        if args.order == "text_first":
-            content = [{"type": "text", "text": row["text"] + "\n"}, image]
-        else:
-            content = [image, {"type": "text", "text": row["text"]}]
-        answer = assistant.chat(
-            [{"role": "user", "content": content}], max_new_tokens=16, temperature=0.0
-        ).text
-        score = answer_credit(row["answer_type"], row["answer"], answer)[0]
-        for key in groups(row, scenes[row["image"]] if scenes else None, args):
-            credit[key].append(score)
+    with tqdm(total=len(rows), desc=args.order) as bar:
+        for start in range(0, len(rows), args.batch_size):
+            batch = rows[start : start + args.batch_size]
+            answers = assistant.chat_batch(
+                [(question(row, args.order), None) for row in batch], max_new_tokens=16, temperature=0.0
+            )
+            for row, answer in zip(batch, answers, strict=True):
+                score = answer_credit(row["answer_type"], row["answer"], answer.text)[0]
+                for key in groups(row, scenes[row["image"]] if scenes else None, args):
+                    credit[key].append(score)
+            bar.update(len(batch))
     for task, values in sorted(credit.items()):
         log.info("%s, %s: %.3f (n=%d)", args.model, task, sum(values) / len(values), len(values))
+    return {task: sum(values) / len(values) for task, values in credit.items()}
+
+
+def question(row: dict, order: str) -> list[dict]:
+    """The one-turn conversation asking `row`'s question about its image, the image before or after the text."""
+    image = {"type": "image", "image": str(row["image_path"])}
+    text = {"type": "text", "text": row["text"] + ("\n" if order == "text_first" else "")}
+    return [{"role": "user", "content": [text, image] if order == "text_first" else [image, text]}]
 
 
 def groups(row: dict, scene: dict | None, args: argparse.Namespace) -> list[str]:
