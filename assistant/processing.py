@@ -16,6 +16,7 @@ from transformers.models.llava_next.image_processing_pil_llava_next import Llava
 from transformers.utils import cached_file
 
 from assistant.errors import ConfigError
+from assistant.messages import user_turn
 from assistant.tokenizer import IMAGE_TOKEN
 
 # ChatML. A message's image parts become `image_text` ("<image>\n" for LLaVA), all of them before its text wherever
@@ -128,8 +129,7 @@ def image_question_tokens(processor: ProcessorMixin, config, image, question: st
     """(image tokens, prompt tokens) of one user turn holding `image` and `question`, with the generation prompt:
     the visual tokens a model's processor writes per image (AnyRes views, or a Q-Former's queries) and the whole
     prompt's length. `config`: the model's config (it names the image token)."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    prompt = processor.apply_chat_template(user_turn(question), add_generation_prompt=True)
     ids = processor(images=[image], text=[prompt], return_tensors="pt")["input_ids"][0]
     image_token = getattr(config, "image_token_id", None) or config.image_token_index
     return int((ids == image_token).sum()), int(ids.shape[0])

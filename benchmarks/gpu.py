@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from assistant.messages import user_turn
 from benchmarks.common import RESULTS, machine, run_cli, setup_logging, summary, toy_images, write_json
 
 log = logging.getLogger("benchmarks.gpu")
@@ -194,10 +195,7 @@ def build_and_save(args: GPUBenchArgs, out: Path, device: str) -> dict:
 
 def batch1_tpot(assistant, image, max_tokens: int, device: str) -> dict:
     """Bare `generate` at batch 1, forced to `max_tokens`: (t(N tokens) - t(1 token)) / (N - 1)."""
-    messages = [
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}
-    ]
-    inputs = assistant.prepare(messages, [image])
+    inputs = assistant.prepare(user_turn("Describe the image."), [image])
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(assistant.model.dtype)
 
@@ -234,9 +232,7 @@ async def engine_waves(engine, images, args: GPUBenchArgs) -> dict:
     async def one(i: int) -> tuple[float, float, int]:
         request = GenerationRequest(
             request_id=f"bench-{i}",
-            messages=[
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe it."}]}
-            ],
+            messages=user_turn("Describe it."),
             images=[images[i % len(images)]],
             params=params,
         )

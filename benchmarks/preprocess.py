@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
+from assistant.messages import user_turn
 from benchmarks.common import (
     RESULTS,
     choose_model,
@@ -119,7 +120,7 @@ def bench_anyres(args: PreprocessArgs, processor) -> dict:
 def ttft(assistant, image, question: str, hint: str) -> float:
     """Seconds from messages to the first generated token, in-process, batch 1."""
     text = f"{hint}\n{question}" if hint else question
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    messages = user_turn(text)
     start = time.perf_counter()
     inputs = assistant.prepare(messages, [image])
     with torch.inference_mode():

@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
+from assistant.messages import user_turn
 from benchmarks.common import (
     RESULTS,
     choose_model,
@@ -174,7 +175,7 @@ def generate_runner(args: ServeBenchArgs, model_dir: str):
 
     def one(question: str, image) -> Sample:
         start = time.perf_counter()
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        messages = user_turn(question)
         inputs = assistant.prepare(messages, [image])
         clock = Clock()
         ids = assistant.model.generate(
@@ -340,8 +341,7 @@ def bench_engine(args: ServeBenchArgs, model_dir: str, levels: list[int], images
     params = SamplingParams(max_new_tokens=args.max_tokens, temperature=0.0, min_tokens=args.max_tokens)
 
     async def one(question: str, image) -> Sample:
-        content = [{"type": "image"}, {"type": "text", "text": question}]
-        request = GenerationRequest("bench", [{"role": "user", "content": content}], [image], params)
+        request = GenerationRequest("bench", user_turn(question), [image], params)
         start, first, tokens = time.perf_counter(), None, 0
         pieces = 0
         async for delta in await engine.generate(request):

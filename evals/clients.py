@@ -44,11 +44,6 @@ class BatchAnswerClient(AnswerClient, Protocol):
     ) -> list[str | AnswerError]: ...
 
 
-def user_turn(text: str, images: int = 1) -> list[dict[str, Any]]:
-    """The messages of one question: a user turn of `images` image parts, then the text."""
-    return [{"role": "user", "content": [{"type": "image"}] * images + [{"type": "text", "text": text}]}]
-
-
 def data_url(path: str | Path) -> str:
     mime = mimetypes.guess_type(str(path))[0] or "image/png"
     return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"

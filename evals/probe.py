@@ -32,9 +32,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from assistant.images import load_image
+from assistant.messages import user_turn
 from assistant.qformer import is_qformer_model
 
-from .clients import EvalError, user_turn
+from .clients import EvalError
 from .vqa import PARSERS, answer_credit
 
 log = logging.getLogger(__name__)

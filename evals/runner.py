@@ -17,7 +17,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .clients import AnswerClient, AnswerError, BatchAnswerClient, EvalError, user_turn
+from assistant.messages import user_turn
+
+from .clients import AnswerClient, AnswerError, BatchAnswerClient, EvalError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 
 from assistant.errors import ConfigError
 from assistant.inference import Assistant
-from evals.clients import user_turn
+from assistant.messages import user_turn
 from evals.data import load_qa
 from evals.vqa import UNSCORED_TYPES, score_vqa
 from training.common import setup_logging

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from assistant.messages import user_turn
 from assistant.toyworld import make_dataset
-from evals.clients import AnswerError, InProcessClient, user_turn
+from evals.clients import AnswerError, InProcessClient
 from evals.config import EvalArgs
 from evals.jobs import run_benchmark
 from evals.runner import AnswerCache

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from assistant.messages import user_turn
 from assistant.ocr import HINT_PREFIX, insert_hint
 from assistant.toyworld import make_dataset
-from evals.clients import InProcessClient, user_turn
+from evals.clients import InProcessClient
 from training.ocr_hints import add_ocr_hints
 
 
