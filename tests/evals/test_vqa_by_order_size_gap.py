@@ -1,5 +1,6 @@
 """scripts/vqa_by_order.py's size gap: the width gap between the object a question names by size and its shape's
-nearest other object (docs/recipe.md, session 26); and its object-count groups (`--by_objects`, session 35)."""
+nearest other object (docs/recipe.md, session 26); its object-count groups (`--by_objects`, session 35); and its
+batched answers (`--batch_size`, session 40)."""
 
 from __future__ import annotations
 
