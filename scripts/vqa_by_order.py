@@ -25,6 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from assistant.inference import Assistant
+from assistant.messages import user_turn
 from assistant.paths import resolve_model_source
 from evals.data import load_qa
 from evals.vqa import UNSCORED_TYPES, answer_credit
@@ -98,23 +99,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for start in range(0, len(rows), args.batch_size):
             batch = rows[start : start + args.batch_size]
             answers = assistant.chat_batch(
-                [(question(row, args.order), None) for row in batch], max_new_tokens=16, temperature=0.0
+                [question(row, args.order) for row in batch], max_new_tokens=16, temperature=0.0
             )
             for row, answer in zip(batch, answers, strict=True):
                 score = answer_credit(row["answer_type"], row["answer"], answer.text)[0]
                 for key in groups(row, scenes[row["image"]] if scenes else None, args):
                     credit[key].append(score)
             bar.update(len(batch))
-    for task, values in sorted(credit.items()):
-        log.info("%s, %s: %.3f (n=%d)", args.model, task, sum(values) / len(values), len(values))
-    return {task: sum(values) / len(values) for task, values in credit.items()}
+    accuracy = {task: sum(values) / len(values) for task, values in sorted(credit.items())}
+    for task, value in accuracy.items():
+        log.info("%s, %s: %.3f (n=%d)", args.model, task, value, len(credit[task]))
+    return accuracy
 
 
-def question(row: dict, order: str) -> list[dict]:
-    """The one-turn conversation asking `row`'s question about its image, the image before or after the text."""
-    image = {"type": "image", "image": str(row["image_path"])}
-    text = {"type": "text", "text": row["text"] + ("\n" if order == "text_first" else "")}
-    return [{"role": "user", "content": [text, image] if order == "text_first" else [image, text]}]
+def question(row: dict, order: str) -> tuple[list[dict], list[str]]:
+    """The one-turn conversation asking `row`'s question about its image (`user_turn`, or the text first), and the
+    image, as `Assistant.chat_batch` takes them."""
+    if order == "text_first":
+        messages = [
+            {"role": "user", "content": [{"type": "text", "text": row["text"] + "\n"}, {"type": "image"}]}
+        ]
+    else:
+        messages = user_turn(row["text"])
+    return messages, [str(row["image_path"])]
 
 
 def groups(row: dict, scene: dict | None, args: argparse.Namespace) -> list[str]:
