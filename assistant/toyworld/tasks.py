@@ -497,6 +497,29 @@ _focus_mix_compare = _picked(
 _keyed_detail = _detail_opened(_keyed, "detail", "keyed_detail")
 
 
+_DENSE_CAPS = {"relation": 4, "count": 3, "existence": 4}  # turns per image of the skills that have many
+
+
+def _dense_all(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """Every focus skill of a scene in one conversation, in random order: `color_all`'s turns, `region_all`'s, up to
+    four of `relation_all`'s, three of `count_all`'s, four of `exists_all`'s and `_compare_turns`. The chain's focus
+    stages ask one skill of each image, so 60% of their tokens are the image's 88, spent again for every skill, and
+    each stage undoes the others' skills for a stage 2c to bring back (docs/recipe.md, sessions 25 and 40); here one
+    image's tokens carry all of them (a focus task for a one-run recipe)."""
+    caps = _DENSE_CAPS
+    turns = _keyed_colors(scene, ctx)
+    turns += [t for c in _region_all(scene, ctx) for t in c.turns]
+    turns += _relation_turns(scene, ctx)[: caps["relation"]]
+    turns += [t for c in _count_all(scene, ctx) for t in c.turns][: caps["count"]]
+    turns += [t for c in _exists_all(scene, ctx) for t in c.turns][: caps["existence"]]
+    turns += _compare_turns(scene, ctx)
+    ctx.rng.shuffle(turns)
+    return [Conversation(scene.seed, tuple(turns), "dense_all")] if turns else []
+
+
+_dense_detail = _detail_opened(_dense_all, "detail_many", "dense_detail")
+
+
 def _rl_detail_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
     """One detailed-description prompt per scene, scored on the objects it names (the RL stage's default: short
     questions whose sampled answers all score alike give GRPO no signal; docs/recipe.md)."""
@@ -758,6 +781,19 @@ TASKS: dict[str, TaskSpec] = {
             _focus_mix_compare,
             "focus_mix with color_size_compare in place of color_size_detail (the shipped chain's last colour-and-size "
             "focus stage): one focus conversation per scene (a focus task).",
+        ),
+        TaskSpec(
+            "dense_all",
+            "conversation",
+            _dense_all,
+            "Every focus skill of a scene in one conversation: colour by shape, where each object is, up to four "
+            "relations, three counts, four existence questions and the colour of the larger / smaller (a focus task).",
+        ),
+        TaskSpec(
+            "dense_detail",
+            "conversation",
+            _dense_detail,
+            "dense_all, opened by a detailed description (1,000-odd phrasings) for half the images (a focus task).",
         ),
         TaskSpec(
             "count_all",

@@ -368,6 +368,55 @@ def test_keyed_detail_opens_half_the_keyed_conversations_with_the_scene_descript
     assert all(c.turns[-1].task == "count" and c.turns[-2].task == "existence" for c in convs)
 
 
+def test_dense_all_asks_every_focus_skill_of_a_scene_in_one_conversation():
+    pool = scenes("standard", 300)
+    seeds = {s.seed: s for s in pool}
+    convs = build_records("dense_all", pool, 0)
+    colors = {c.scene_seed: c for c in build_records("color_all", pool, 0)}
+    regions = {c.scene_seed: c for c in build_records("region_all", pool, 0)}
+    assert {c.task for c in convs} == {"dense_all"} and len(convs) == len(pool)
+    for conv in convs:
+        scene = seeds[conv.scene_seed]
+        by_task = Counter(qa.task for qa in conv.turns)
+        # color_all's and region_all's answers, all of them; the many-turn skills capped
+        asked = sorted(
+            qa.answer
+            for qa in conv.turns
+            if qa.task == "color" and "larger" not in qa.question and "smaller" not in qa.question
+        )
+        assert (
+            asked == sorted(t.answer for t in colors[conv.scene_seed].turns)
+            if conv.scene_seed in colors
+            else not asked
+        )
+        where = sorted(qa.answer for qa in conv.turns if qa.answer_type == "region")
+        assert (
+            where == sorted(t.answer for t in regions[conv.scene_seed].turns)
+            if conv.scene_seed in regions
+            else not where
+        )
+        assert by_task["count"] <= 3 and by_task["existence"] <= 4
+        assert by_task["position"] - len(where) <= 4  # relations
+        for qa in conv.turns:
+            if qa.task == "count":
+                shape = next((s for s in SHAPES if PLURALS[s] in qa.question), None)
+                if shape:
+                    assert qa.answer == str(count(scene, shape=shape))
+    kinds = Counter(qa.task for c in convs for qa in c.turns)
+    assert set(kinds) == {"color", "position", "count", "existence"}
+    assert sum(kinds.values()) / len(convs) > 10  # one image's tokens carry many answers
+
+
+def test_dense_detail_opens_half_the_dense_conversations_with_the_scene_description():
+    convs = build_records("dense_detail", scenes(), 0)
+    seeds = by_seed()
+    assert {c.task for c in convs} == {"dense_detail"}
+    opened = [c for c in convs if c.turns[0].task == "detail"]
+    assert 0.35 < len(opened) / len(convs) < 0.65
+    assert all(c.turns[0].answer == describe(seeds[c.scene_seed]) for c in opened)
+    assert all(qa.task != "detail" for c in convs for qa in c.turns[1:])
+
+
 def test_position_detail_opens_half_the_position_conversations_with_the_scene_description():
     from evals.config import CHAIR_PROMPT
 
