@@ -278,9 +278,7 @@ def _relation_all(scene: Scene, ctx: TaskContext) -> list[Record]:
 def _position_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     """`region_all`'s and `relation_all`'s turns of a scene together, in random order: every kind of position
     question skill VQA asks."""
-    turns = [t for c in _region_all(scene, ctx) for t in c.turns] + _relation_turns(scene, ctx)
-    ctx.rng.shuffle(turns)
-    return [Conversation(scene.seed, tuple(turns), "position_all")] if turns else []
+    return _shuffled("position_all", scene, ctx, _turns_of(_region_all), _relation_turns)
 
 
 _instruct_varied = _mixed(
@@ -356,9 +354,7 @@ def _color_position(scene: Scene, ctx: TaskContext) -> list[Record]:
     """`color_all`'s and `position_all`'s turns of a scene together, in random order. A focus stage on position
     alone took skill VQA's colour 0.89 -> 0.15 (stage 2c brought it back to 0.87, below the 0.91 it had before;
     docs/recipe.md, session 22)."""
-    turns = _keyed_colors(scene, ctx) + [t for c in _position_all(scene, ctx) for t in c.turns]
-    ctx.rng.shuffle(turns)
-    return [Conversation(scene.seed, tuple(turns), "color_position")] if turns else []
+    return _shuffled("color_position", scene, ctx, _keyed_colors, _turns_of(_position_all))
 
 
 _color_position_detail = _detail_opened(_color_position, "detail_many", "color_position_detail")
@@ -392,6 +388,15 @@ def _shuffled(task: str, scene: Scene, ctx: TaskContext, *makers: Callable) -> l
     turns = [qa for make in makers for qa in make(scene, ctx)]
     ctx.rng.shuffle(turns)
     return [Conversation(scene.seed, tuple(turns), task)] if turns else []
+
+
+def _turns_of(make: Callable, most: int | None = None) -> Callable:
+    """The turns of `make`'s conversations, the first `most` of them if given: a maker of turns for `_shuffled`."""
+
+    def turns(scene: Scene, ctx: TaskContext) -> list[QA]:
+        return [t for c in make(scene, ctx) for t in c.turns][:most]
+
+    return turns
 
 
 _color_size_detail = _detail_opened(_color_size, "detail_many", "color_size_detail")
@@ -497,24 +502,23 @@ _focus_mix_compare = _picked(
 _keyed_detail = _detail_opened(_keyed, "detail", "keyed_detail")
 
 
-_DENSE_CAPS = {"relation": 4, "count": 3, "existence": 4}  # turns per image of the skills that have many
-
-
 def _dense_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     """Every focus skill of a scene in one conversation, in random order: `color_all`'s turns, `region_all`'s, up to
     four of `relation_all`'s, three of `count_all`'s, four of `exists_all`'s and `_compare_turns`. The chain's focus
     stages ask one skill of each image, so 60% of their tokens are the image's 88, spent again for every skill, and
     each stage undoes the others' skills for a stage 2c to bring back (docs/recipe.md, sessions 25 and 40); here one
     image's tokens carry all of them (a focus task for a one-run recipe)."""
-    caps = _DENSE_CAPS
-    turns = _keyed_colors(scene, ctx)
-    turns += [t for c in _region_all(scene, ctx) for t in c.turns]
-    turns += _relation_turns(scene, ctx)[: caps["relation"]]
-    turns += [t for c in _count_all(scene, ctx) for t in c.turns][: caps["count"]]
-    turns += [t for c in _exists_all(scene, ctx) for t in c.turns][: caps["existence"]]
-    turns += _compare_turns(scene, ctx)
-    ctx.rng.shuffle(turns)
-    return [Conversation(scene.seed, tuple(turns), "dense_all")] if turns else []
+    return _shuffled(
+        "dense_all",
+        scene,
+        ctx,
+        _keyed_colors,
+        _turns_of(_region_all),
+        _turns_of(_relation_all, 4),
+        _turns_of(_count_all, 3),
+        _turns_of(_exists_all, 4),
+        _compare_turns,
+    )
 
 
 _dense_detail = _detail_opened(_dense_all, "detail_many", "dense_detail")
