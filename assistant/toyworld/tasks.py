@@ -37,7 +37,7 @@ from .relations import (
     smallest,
     unique_name,
 )
-from .scene import Scene
+from .scene import ObjectGT, Scene
 from .templates import phrase
 from .vocab import COLOR_NAMES, SHAPES, plural
 
@@ -402,17 +402,25 @@ def _turns_of(make: Callable, most: int | None = None) -> Callable:
 _color_size_detail = _detail_opened(_color_size, "detail_many", "color_size_detail")
 
 
+def _compare_pairs(scene: Scene) -> list[tuple[str, tuple[ObjectGT, ObjectGT]]]:
+    """Every shape the scene holds exactly twice, in two colours and clearly two sizes (`CLEAR_RATIO`), with its
+    two objects smaller first."""
+    pairs = []
+    for shape, n in counts_by_shape(scene).items():
+        if n != 2:
+            continue
+        small, large = sorted((o for o in scene.objects if o.shape == shape), key=lambda o: o.area)
+        if small.color != large.color and large.area >= small.area * CLEAR_RATIO:
+            pairs.append((shape, (small, large)))
+    return pairs
+
+
 def _compare_turns(scene: Scene, ctx: TaskContext) -> list[QA]:
     """For every shape the scene holds exactly twice, in two colours and clearly two sizes (`CLEAR_RATIO`, as
     "largest"), the colour of the larger or of the smaller one: relative size, which is all a question that names its
     object by size needs ("the small heart" beside a medium one is the smaller heart)."""
     turns = []
-    for shape, n in counts_by_shape(scene).items():
-        if n != 2:
-            continue
-        pair = sorted((o for o in scene.objects if o.shape == shape), key=lambda o: o.area)
-        if pair[0].color == pair[1].color or pair[1].area < pair[0].area * CLEAR_RATIO:
-            continue
+    for shape, pair in _compare_pairs(scene):
         which, obj = ctx.rng.choice((("larger", pair[1]), ("smaller", pair[0])))
         turns.append(
             QA(
@@ -452,6 +460,29 @@ _color_size_compare_crowded = _crowded(_color_size_compare_detail)
 # the lookup on scenes where it is easiest to find: two or three objects, so one other object competes with the one
 # named (docs/recipe.md, session 35: easy scenes first)
 _color_all_sparse = _crowded(_color_all, least=2, most=3)
+
+
+def _sized_pair(scene: Scene) -> bool:
+    """Whether a question can name an object by its size: a shape held more than once where one of its objects is
+    the only one of its size ("the small heart"), or a pair `_compare_turns` asks about."""
+    return any(refer_by_shape(scene, o) not in (None, o.shape) for o in scene.objects) or bool(
+        _compare_pairs(scene)
+    )
+
+
+def _paired(inner: Callable) -> Callable:
+    """`inner`'s conversations for the scenes where an object is named by its size (`_sized_pair`), none for the
+    rest. About one tiny scene in three is one, so a stage on all scenes asks colour by size in a third of its
+    conversations; on D8's lineage that skill stayed at chance through 29,000 `color_size_compare` conversations and
+    climbed after 33,000, about 10,000 of them paired (docs/recipe.md, sessions 43-44)."""
+
+    def make(scene: Scene, ctx: TaskContext) -> list[Record]:
+        return inner(scene, ctx) if _sized_pair(scene) else []
+
+    return make
+
+
+_color_size_compare_paired = _paired(_color_size_compare_detail)
 
 
 def _instruct_many_with(colour: Callable, n: int = 6) -> Callable:
@@ -522,6 +553,7 @@ def _dense_all(scene: Scene, ctx: TaskContext) -> list[Record]:
 
 
 _dense_detail = _detail_opened(_dense_all, "detail_many", "dense_detail")
+_dense_detail_paired = _paired(_dense_detail)
 
 
 def _rl_detail_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
@@ -772,6 +804,13 @@ TASKS: dict[str, TaskSpec] = {
             "color_size_compare for the scenes of four or more objects only; none for the rest (a focus task).",
         ),
         TaskSpec(
+            "color_size_compare_paired",
+            "conversation",
+            _color_size_compare_paired,
+            "color_size_compare for the scenes where a question names an object by its size (a shape held twice, "
+            "one of its objects the only one of its size, or two clear sizes); none for the rest (a focus task).",
+        ),
+        TaskSpec(
             "focus_mix",
             "conversation",
             _focus_mix,
@@ -798,6 +837,13 @@ TASKS: dict[str, TaskSpec] = {
             "conversation",
             _dense_detail,
             "dense_all, opened by a detailed description (1,000-odd phrasings) for half the images (a focus task).",
+        ),
+        TaskSpec(
+            "dense_detail_paired",
+            "conversation",
+            _dense_detail_paired,
+            "dense_detail for the scenes where a question names an object by its size (as "
+            "color_size_compare_paired); none for the rest (a focus task).",
         ),
         TaskSpec(
             "count_all",

@@ -807,3 +807,29 @@ def test_color_size_compare_adds_the_colour_of_the_larger_or_smaller_of_two_same
         other = [qa for qa, w in zip(asked, pairs, strict=True) if not w]
         assert len(other) == len([qa for qa in base.turns if qa.task != "detail"]) if base else not other
     assert compared > 10
+
+
+@pytest.mark.parametrize(
+    ("task", "inner"),
+    [("color_size_compare_paired", "color_size_compare"), ("dense_detail_paired", "dense_detail")],
+)
+def test_paired_tasks_ask_only_of_scenes_where_a_size_names_an_object(task, inner):
+    pool = scenes("tiny", 300)
+    paired = build_records(task, pool, 0)
+    full = build_records(inner, pool, 0)
+    seeds = {s.seed: s for s in pool}
+    assert paired and {c.task for c in paired} == {inner}
+    # about a third of tiny scenes: a shape held twice in two sizes
+    assert 0.15 < len(paired) / len(full) < 0.5
+    sized = re.compile(r"\b(small|medium|large)\b|\b(larger|smaller)\b")
+    for conv in paired:
+        assert any(qa.answer_type == "color" and sized.search(qa.question) for qa in conv.turns), conv
+    # and every scene with such a question is kept
+    kept = {c.scene_seed for c in paired}
+    for conv in full:
+        if conv.scene_seed not in kept:
+            scene = seeds[conv.scene_seed]
+            assert not any(
+                qa.answer_type == "color" and sized.search(qa.question) and qa.task == "color"
+                for qa in conv.turns
+            ), (scene, conv)
