@@ -485,6 +485,21 @@ def _paired(inner: Callable) -> Callable:
 _color_size_compare_paired = _paired(_color_size_compare_detail)
 
 
+def _color_by_size(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """Only the questions that name an object by its size: the colour of every object only its size and shape name
+    ("What colour is the small heart?") and `_compare_turns`, in random order; none for a scene without them. In
+    `color_size_compare` and the dense stages these are about a tenth of the answer tokens, and colour by size stayed
+    at chance for ~3,500 steps of either (docs/recipe.md, sessions 43-44)."""
+    turns = [
+        QA(phrase(ctx.rng, "color", name=name), obj.color, "color", "color")
+        for obj in scene.objects
+        if (name := refer_by_shape(scene, obj)) not in (None, obj.shape)
+    ]
+    turns += _compare_turns(scene, ctx)
+    ctx.rng.shuffle(turns)
+    return [Conversation(scene.seed, tuple(turns), "color_by_size")] if turns else []
+
+
 def _instruct_many_with(colour: Callable, n: int = 6) -> Callable:
     """`instruct_many_pos` with the `colour` conversation for one scene in `n` of the rest (those not given a
     `position_detail` one): stage 2c's data after a colour focus stage."""
@@ -802,6 +817,13 @@ TASKS: dict[str, TaskSpec] = {
             "conversation",
             _color_size_compare_crowded,
             "color_size_compare for the scenes of four or more objects only; none for the rest (a focus task).",
+        ),
+        TaskSpec(
+            "color_by_size",
+            "conversation",
+            _color_by_size,
+            "The colour of every object a question can name only by its size and shape, and of the larger or smaller "
+            "of two same-shape objects; nothing else, and none for a scene without such an object (a focus task).",
         ),
         TaskSpec(
             "color_size_compare_paired",

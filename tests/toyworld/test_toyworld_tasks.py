@@ -833,3 +833,18 @@ def test_paired_tasks_ask_only_of_scenes_where_a_size_names_an_object(task, inne
                 qa.answer_type == "color" and sized.search(qa.question) and qa.task == "color"
                 for qa in conv.turns
             ), (scene, conv)
+
+
+def test_color_by_size_asks_only_the_colour_of_objects_named_by_their_size():
+    pool = scenes("tiny", 300)
+    convs = build_records("color_by_size", pool, 0)
+    paired = {c.scene_seed for c in build_records("color_size_compare_paired", pool, 0)}
+    seeds = {s.seed: s for s in pool}
+    assert convs and {c.task for c in convs} == {"color_by_size"}
+    assert {c.scene_seed for c in convs} == paired
+    sized = re.compile(r"\b(small|medium|large|larger|smaller)\b")
+    for conv in convs:
+        scene = seeds[conv.scene_seed]
+        for qa in conv.turns:
+            assert qa.answer_type == "color" and sized.search(qa.question), qa
+            assert qa.answer in {o.color for o in scene.objects}
