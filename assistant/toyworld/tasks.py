@@ -473,8 +473,8 @@ def _sized_pair(scene: Scene) -> bool:
 def _paired(inner: Callable) -> Callable:
     """`inner`'s conversations for the scenes where an object is named by its size (`_sized_pair`), none for the
     rest. About one tiny scene in three is one, so a stage on all scenes asks colour by size in a third of its
-    conversations; on D8's lineage that skill stayed at chance through 29,000 `color_size_compare` conversations and
-    climbed after 33,000, about 10,000 of them paired (docs/recipe.md, sessions 43-44)."""
+    conversations. Measured (arm P8): D8's dense stages on these scenes only, three times the by-size questions a
+    step, left colour by size at chance (0.543) and cost counting and existence (docs/recipe.md, session 44)."""
 
     def make(scene: Scene, ctx: TaskContext) -> list[Record]:
         return inner(scene, ctx) if _sized_pair(scene) else []
@@ -488,8 +488,8 @@ _color_size_compare_paired = _paired(_color_size_compare_detail)
 def _color_by_size(scene: Scene, ctx: TaskContext) -> list[Record]:
     """Only the questions that name an object by its size: the colour of every object only its size and shape name
     ("What colour is the small heart?") and `_compare_turns`, in random order; none for a scene without them. In
-    `color_size_compare` and the dense stages these are about a tenth of the answer tokens, and colour by size stayed
-    at chance for ~3,500 steps of either (docs/recipe.md, sessions 43-44)."""
+    `color_size_compare` these are about a tenth of the turns, and colour by size needed ~4,200 steps of it; alone
+    (arm E1S) ~2,000, to the same 0.66-0.70, at the cost of position (docs/recipe.md, sessions 43-44)."""
     turns = [
         QA(phrase(ctx.rng, "color", name=name), obj.color, "color", "color")
         for obj in scene.objects
