@@ -462,12 +462,16 @@ _color_size_compare_crowded = _crowded(_color_size_compare_detail)
 _color_all_sparse = _crowded(_color_all, least=2, most=3)
 
 
+def _named_by_size(scene: Scene) -> list[tuple[ObjectGT, str]]:
+    """Every object that only its size and shape name ("the small heart": its shape is held more than once and it is
+    the only one of its size), with that name."""
+    return [(o, name) for o in scene.objects if (name := refer_by_shape(scene, o)) not in (None, o.shape)]
+
+
 def _sized_pair(scene: Scene) -> bool:
-    """Whether a question can name an object by its size: a shape held more than once where one of its objects is
-    the only one of its size ("the small heart"), or a pair `_compare_turns` asks about."""
-    return any(refer_by_shape(scene, o) not in (None, o.shape) for o in scene.objects) or bool(
-        _compare_pairs(scene)
-    )
+    """Whether a question can name an object by its size: an object `_named_by_size`, or a pair `_compare_turns`
+    asks about."""
+    return bool(_named_by_size(scene) or _compare_pairs(scene))
 
 
 def _paired(inner: Callable) -> Callable:
@@ -492,8 +496,7 @@ def _color_by_size(scene: Scene, ctx: TaskContext) -> list[Record]:
     (arm E1S) ~2,000, to the same 0.66-0.70, at the cost of position (docs/recipe.md, sessions 43-44)."""
     turns = [
         QA(phrase(ctx.rng, "color", name=name), obj.color, "color", "color")
-        for obj in scene.objects
-        if (name := refer_by_shape(scene, obj)) not in (None, obj.shape)
+        for obj, name in _named_by_size(scene)
     ]
     turns += _compare_turns(scene, ctx)
     ctx.rng.shuffle(turns)
@@ -622,7 +625,7 @@ def _rl_detail_varied_sized_prompt(scene: Scene, ctx: TaskContext) -> list[Recor
     goal through the API (0.80 on crowded scenes against 0.997 named by shape; session 30), and where the model's
     own samples disagree (`hard_samples`) GRPO has a signal."""
     rng = ctx.rng
-    named = [(o, name) for o in scene.objects if (name := refer_by_shape(scene, o)) and name != o.shape]
+    named = _named_by_size(scene)
     if named and rng.random() < 0.75:
         obj, name = rng.choice(named)
         return [
