@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
@@ -31,6 +31,15 @@ from assistant.paths import DEFAULT_MODEL_DIR
 log = logging.getLogger("training.recipe")
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs" / "toy"
+FOCUS_SEED_GAP = 2_000_000  # scenes between two focus stages' first seeds: the most one stage can have
+
+
+class FocusStage(NamedTuple):
+    """One item of --focus_task: its toy-world task, epochs (None: sft_focus.yaml's) and scenes (None: --n_focus)."""
+
+    task: str
+    epochs: int | None = None
+    scenes: int | None = None
 
 
 @dataclass
@@ -91,7 +100,9 @@ class RecipeArgs:
             "2b trains on it alone (sft_focus.yaml: 5 epochs), stage 2c then a few hundred steps of stage 2's data "
             "(sft_refresh.yaml), and DPO and GRPO start from stage 2c. Several, as TASK:EPOCHS,TASK:EPOCHS (e.g. "
             "color_all:4,keyed_detail:1): stages 2b, 2b2, ... one after another, each on its own data (data/focus, "
-            "data/focus2, ...: scenes from seed +60,000,000, +62,000,000, ...). Empty: off (docs/recipe.md, sessions 13-15)."
+            "data/focus2, ...: scenes from seed +60,000,000, +62,000,000, ...). TASK:EPOCHS:SCENES gives that stage "
+            "its own number of scenes in place of --n_focus (e.g. color_by_size:2:30000: a task that asks of a "
+            "third of the scenes). Empty: off (docs/recipe.md, sessions 13-15)."
         },
     )
     focus_check: str = field(
@@ -182,7 +193,7 @@ class RecipeArgs:
         from assistant.toyworld import TASKS
 
         for name, task in [("refresh_task", self.refresh_task)] + [
-            ("focus_task", task) for task, _ in self.focus_stages()
+            ("focus_task", stage.task) for stage in self.focus_stages()
         ]:
             if task and (task not in TASKS or TASKS[task].format != "conversation"):
                 tasks = sorted(n for n, t in TASKS.items() if t.format == "conversation")
@@ -221,14 +232,21 @@ class RecipeArgs:
         ]
         return max(made, default=-1) + 1
 
-    def focus_stages(self) -> list[tuple[str, int | None]]:
-        """`--focus_task` as [(task, epochs or None: sft_focus.yaml's)], in training order."""
+    def focus_stages(self) -> list[FocusStage]:
+        """`--focus_task` as FocusStage(task, epochs, scenes), in training order."""
         stages = []
         for item in filter(None, (part.strip() for part in self.focus_task.split(","))):
-            task, sep, epochs = item.partition(":")
-            if sep and not (epochs.isdigit() and int(epochs) > 0):
-                raise ValueError(f"focus_task {item!r}: write TASK or TASK:EPOCHS with EPOCHS >= 1")
-            stages.append((task, int(epochs) if sep else None))
+            task, *numbers = item.split(":")
+            if len(numbers) > 2 or not all(n.isdigit() and int(n) > 0 for n in numbers):
+                raise ValueError(
+                    f"focus_task {item!r}: write TASK, TASK:EPOCHS or TASK:EPOCHS:SCENES with EPOCHS, SCENES >= 1"
+                )
+            if len(numbers) == 2 and int(numbers[1]) > FOCUS_SEED_GAP:
+                raise ValueError(
+                    f"focus_task {item!r}: a focus stage has at most {FOCUS_SEED_GAP:,} scenes (its seeds end "
+                    "where the next stage's begin)"
+                )
+            stages.append(FocusStage(task, *map(int, numbers)))
         return stages
 
     def focus_checks(self) -> dict[str, tuple[str, float]]:
@@ -351,14 +369,16 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
         del plan["caption"]
         if args.refresh_task:
             del plan["instruct"]
-    for i, (task, _) in enumerate(args.focus_stages(), start=args.first_focus()):
-        plan[focus_name("focus", i)] = (task, args.n_focus, focus_seed(args.seed, i), False)
+    for i, stage in enumerate(args.focus_stages(), start=args.first_focus()):
+        scenes = args.n_focus if args.smoke or stage.scenes is None else stage.scenes
+        plan[focus_name("focus", i)] = (stage.task, scenes, focus_seed(args.seed, i), False)
     if args.refresh_task:
         plan["refresh"] = (args.refresh_task, args.n_refresh, args.seed + 70_000_000, False)
     for task, _ in args.focus_checks().values():
         scenes = args.n_eval if args.smoke else CHECK_SCENES
         plan[f"check_{task}"] = (task, scenes, check_seed(args.seed, task), True)
     earlier = Path(args.continue_from).parent / "data" if args.continue_from else None
+    workers = None  # processes rendering the images, chosen by the idle CPUs when the first set is made
     out, built = {}, False
     for name, (task, n, seed, eval_split) in plan.items():
         path = work / "data" / name
@@ -376,7 +396,12 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
                 )
                 log.info("data %s: the same set as %s, copied", name, same)
             else:
-                make_dataset(path, task=task, n=n, seed=seed, eval_split=eval_split)
+                if workers is None:
+                    from assistant.threads import choose_workers
+
+                    workers = choose_workers()
+                    log.info("data: processes rendering images: %s", workers)
+                make_dataset(path, task=task, n=n, seed=seed, eval_split=eval_split, workers=workers.threads)
             built = True
         out[name] = path
     if args.ocr_hint_share > 0:
@@ -433,7 +458,7 @@ def focus_seed(seed: int, i: int) -> int:
     (seed + 70M is stage 2c's data)."""
     if not 0 <= i < MAX_FOCUS:
         raise ValueError(f"focus stage {i + 1}: the recipe makes at most {MAX_FOCUS} focus stages")
-    return seed + (60_000_000 + i * 2_000_000 if i < 5 else 80_000_000 + (i - 5) * 2_000_000)
+    return seed + (60_000_000 + i * FOCUS_SEED_GAP if i < 5 else 80_000_000 + (i - 5) * FOCUS_SEED_GAP)
 
 
 def focus_name(base: str, i: int) -> str:
@@ -656,7 +681,7 @@ def run(args: RecipeArgs) -> Path:
         sft_parsers = (sft.SFTScriptArgs, SFTConfig, ModelConfig)
         previous = Path(args.continue_from) if earlier else tuned
         checks = args.focus_checks()
-        for i, (_, epochs) in enumerate(
+        for i, (_, epochs, _) in enumerate(
             args.focus_stages(), start=args.first_focus()
         ):  # TASK:EPOCHS wins over --set sft_focus.*
             name = focus_name("stage2b", i)

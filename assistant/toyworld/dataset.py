@@ -59,9 +59,11 @@ def make_dataset(
     eval_split: bool = False,
     overwrite: bool = False,
     progress: Callable[[Iterable[Scene]], Iterable[Scene]] = iter,
+    workers: int = 1,
 ) -> Path:
     """Generate `n` scenes from `seed` (offset into the eval range with `eval_split`), build the
-    task's records and write everything under `out`. Returns `out`."""
+    task's records and write everything under `out`, the images rendered over `workers` processes (the same
+    bytes whatever their number). Returns `out`."""
     spec = get_task(task)
     config = get_preset(preset)
     start = first_seed(seed, n, eval_split)
@@ -80,4 +82,5 @@ def make_dataset(
         config=config,
         eval_split=eval_split,
         progress=progress,
+        workers=workers,
     )

@@ -1,7 +1,7 @@
 """Write a task's records to a directory: PNG images beside LLaVA JSON / TRL JSONL files.
 
     out/
-      images/000001.png ...   one per scene, in seed order
+      images/000001.png ...   one per scene a record uses, numbered by the scene's place in seed order
       scenes.jsonl            ground truth of every image
       manifest.json           task, n, seed range, preset, generator version
       llava.json, messages.jsonl, qa.jsonl     (conversation tasks)
@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +50,56 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+PNG_COMPRESS_LEVEL = (
+    1  # zlib's fastest: the same pixels as PIL's default 6 in ~12% more bytes, saved 2.2x faster
+)
+MIN_SCENES_PER_WORKER = 256  # below this a process costs more to start than it saves
+
+
+class _Counted:
+    """An iterable with a known length (for a progress bar over results that arrive as they are made)."""
+
+    def __init__(self, items: Iterable[Scene], n: int) -> None:
+        self.items, self.n = items, n
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _save_image(job: tuple[Scene, Path]) -> Scene:
+    scene, path = job
+    render(scene).save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return scene
+
+
 def write_images(
-    out: Path, scenes: Sequence[Scene], progress: Callable[[Iterable[Scene]], Iterable[Scene]] = iter
-) -> None:
+    out: Path,
+    scenes: Sequence[Scene],
+    progress: Callable[[Iterable[Scene]], Iterable[Scene]] = iter,
+    used: set[int] | None = None,
+    workers: int = 1,
+) -> dict[int, str]:
+    """Render the scenes whose seed is in `used` (all without it), over `workers` processes, and write their ground
+    truth to scenes.jsonl; returns {seed: image path}. A scene keeps its place in seed order as its file name, so a
+    set whose task drops scenes names each kept image as the set of every scene would. The bytes are the same
+    whatever the number of processes."""
     (out / "images").mkdir(parents=True, exist_ok=True)
-    for i, scene in enumerate(progress(scenes)):
-        render(scene).save(out / image_path(i), format="PNG")
-    _write_jsonl(
-        out / "scenes.jsonl", ({"image": image_path(i), **s.to_dict()} for i, s in enumerate(scenes))
-    )
+    images = {s.seed: image_path(i) for i, s in enumerate(scenes) if used is None or s.seed in used}
+    kept = [s for s in scenes if s.seed in images]
+    jobs = [(s, out / images[s.seed]) for s in kept]
+    if workers <= 1 or len(jobs) < MIN_SCENES_PER_WORKER * workers:
+        for _ in progress(_Counted(map(_save_image, jobs), len(jobs))):
+            pass
+    else:
+        spawn = multiprocessing.get_context("spawn")  # not fork: the parent may hold torch's thread pool
+        with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+            for _ in progress(_Counted(pool.map(_save_image, jobs, chunksize=64), len(jobs))):
+                pass
+    _write_jsonl(out / "scenes.jsonl", ({"image": images[s.seed], **s.to_dict()} for s in kept))
+    return images
 
 
 def _user(text: str, with_image: bool) -> dict[str, Any]:
@@ -186,17 +229,19 @@ def write_dataset(
     config: SceneConfig,
     eval_split: bool,
     progress: Callable[[Iterable[Scene]], Iterable[Scene]] = iter,
+    workers: int = 1,
 ) -> Path:
-    """Images, ground truth, the task's files and `manifest.json` under `out`; returns `out`."""
+    """Images (rendered over `workers` processes), ground truth, the task's files and `manifest.json` under `out`;
+    returns `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    write_images(out, scenes, progress)
-    images = {s.seed: image_path(i) for i, s in enumerate(scenes)}
+    images = write_images(out, scenes, progress, used={r.scene_seed for r in records}, workers=workers)
     files = _write_records(out, fmt, records, images, {s.seed: s for s in scenes})
     manifest = {
         "task": task,
         "format": fmt,
         "n": len(scenes),
         "records": len(records),
+        "images": len(images),
         "seed": seed,
         "seeds": [scenes[0].seed, scenes[-1].seed] if scenes else [],
         "eval": eval_split,
@@ -206,5 +251,12 @@ def write_dataset(
         "files": ["scenes.jsonl", *files],
     }
     _write_json(out / "manifest.json", manifest)
-    log.info("wrote %d images and %d %s records to %s", len(scenes), len(records), task, out)
+    log.info(
+        "wrote %d images (of %d scenes) and %d %s records to %s",
+        len(images),
+        len(scenes),
+        len(records),
+        task,
+        out,
+    )
     return out

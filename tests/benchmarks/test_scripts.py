@@ -9,7 +9,17 @@ import math
 import pytest
 import torch
 
-from benchmarks import connectors, eval_batching, gpu, ocr_hints, preprocess, serve, train, train_batching
+from benchmarks import (
+    connectors,
+    eval_batching,
+    gpu,
+    ocr_hints,
+    preprocess,
+    serve,
+    toyworld_data,
+    train,
+    train_batching,
+)
 from benchmarks.common import run_cli
 
 
@@ -128,6 +138,15 @@ def test_ocr_hints_quick_reads_in_one_and_two_processes_alike(tmp_path):
     # >= 4 images: the pool really ran (main raises where two counts' hints differ)
     assert report["counts"]["hinted"] >= 4
     assert json.loads(out.read_text())["baseline"] == "1 process(es)"
+
+
+def test_toyworld_data_quick_writes_fewer_images_with_the_same_pixels(tmp_path):
+    out = tmp_path / "toyworld_data.json"
+    report = toyworld_data.main(toyworld_data.parse_args(["--quick", "--out", str(out)]))
+    rows = {r["condition"]: r for r in report["rows"]}  # main raises where pixels or bytes differ
+    assert set(rows) == {"before", 1, 2} and rows["before"]["ratio_to_baseline"] == 1.0
+    assert rows["before"]["images"] == 600 and 0 < rows[1]["images"] == rows[2]["images"] < 600
+    assert json.loads(out.read_text())["benchmark"] == "toyworld_data"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")

@@ -38,7 +38,9 @@ def test_every_task_writes_a_dataset_that_datasets_loads(name: str, tmp_path: Pa
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["task"] == name and manifest["n"] == 8 and manifest["preset"] == preset
     assert manifest["generator_version"]
-    assert len(list((out / "images").glob("*.png"))) == 8
+    written = {str(p.relative_to(out)) for p in (out / "images").glob("*.png")}
+    scene_images = [json.loads(line)["image"] for line in (out / "scenes.jsonl").read_text().splitlines()]
+    assert 0 < len(written) == manifest["images"] <= 8 and sorted(written) == scene_images
     fmt = TASKS[name].format
     for fname in [*FILES[fmt], "scenes.jsonl"]:
         ds = load_dataset(
@@ -81,6 +83,30 @@ def test_same_seed_gives_byte_identical_directories(tmp_path: Path) -> None:
     c = make_dataset(tmp_path / "c", task="instruct", n=6, seed=6, preset="standard")
     assert tree(a) == tree(b)
     assert tree(a) != tree(c)
+
+
+def test_only_the_images_a_task_uses_are_written_each_under_its_scene_name(tmp_path: Path) -> None:
+    """A task that drops scenes (by-size colour questions need two objects of a shape) writes no image for them;
+    each image it keeps has the name and bytes the same scene has in a set that keeps every scene."""
+    some = make_dataset(tmp_path / "some", task="color_by_size", n=40, seed=3)
+    every = make_dataset(tmp_path / "every", task="caption", n=40, seed=3)
+    used = {row["image"] for row in json.loads((some / "llava.json").read_text())}
+    written = {str(p.relative_to(some)) for p in (some / "images").glob("*.png")}
+    assert written == used and 0 < len(used) < 40
+    assert json.loads((some / "manifest.json").read_text())["images"] == len(used)
+    assert all((some / name).read_bytes() == (every / name).read_bytes() for name in used)
+    scenes = [json.loads(line) for line in (some / "scenes.jsonl").read_text().splitlines()]
+    assert {row["image"] for row in scenes} == used
+    assert all(row["image"] == f"images/{row['seed'] - 3 + 1:06d}.png" for row in scenes)  # seed 3 is 000001
+
+
+def test_images_rendered_over_processes_are_the_same_bytes(tmp_path: Path) -> None:
+    from assistant.toyworld.writers import MIN_SCENES_PER_WORKER
+
+    n = 2 * MIN_SCENES_PER_WORKER  # enough for two processes
+    one = make_dataset(tmp_path / "one", task="color_all", n=n, seed=11)
+    two = make_dataset(tmp_path / "two", task="color_all", n=n, seed=11, workers=2)
+    assert tree(one) == tree(two) and len(list((two / "images").glob("*.png"))) > n // 2
 
 
 def test_eval_seed_range_is_reserved(tmp_path: Path) -> None:

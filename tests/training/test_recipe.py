@@ -249,11 +249,15 @@ def test_recipe_refuses_a_malformed_override():
         recipe.RecipeArgs(focus_task="pope")  # a POPE set is not training conversations
     with pytest.raises(ValueError, match="focus_task must be a toy-world conversation task"):
         recipe.RecipeArgs(focus_task="color_all:3,pope:1")
-    with pytest.raises(ValueError, match="TASK:EPOCHS with EPOCHS >= 1"):
-        recipe.RecipeArgs(focus_task="color_all:0")
-    assert recipe.RecipeArgs(focus_task="color_all:4, keyed").focus_stages() == [
-        ("color_all", 4),
-        ("keyed", None),
+    for bad in ("color_all:0", "color_all:2:0", "color_all::100", "color_all:2:100:1"):
+        with pytest.raises(ValueError, match="TASK:EPOCHS:SCENES with EPOCHS, SCENES >= 1"):
+            recipe.RecipeArgs(focus_task=bad)
+    with pytest.raises(ValueError, match="at most 2,000,000 scenes"):
+        recipe.RecipeArgs(focus_task="color_by_size:2:2000001")
+    assert recipe.RecipeArgs(focus_task="color_all:4, keyed, color_by_size:2:30000").focus_stages() == [
+        ("color_all", 4, None),
+        ("keyed", None, None),
+        ("color_by_size", 2, 30000),
     ]
     with pytest.raises(ValueError, match="runs only with --focus_task"):
         recipe.RecipeArgs(refresh_task="instruct_train")
@@ -280,6 +284,25 @@ def test_focus_stages_number_on_from_the_run_continued_and_never_share_stage_2cs
         assert all(start + n <= later for later in starts[i + 1 :])
     with pytest.raises(ValueError, match="at most"):
         recipe.focus_seed(0, recipe.MAX_FOCUS)
+
+
+def test_a_focus_stage_given_its_scenes_gets_that_many_and_the_others_n_focus(tmp_path):
+    args = recipe.RecipeArgs(
+        workdir=str(tmp_path),
+        n_caption=2,
+        n_instruct=2,
+        n_eval=2,
+        n_focus=3,
+        ocr_hint_share=0.0,
+        focus_task="color_by_size:1:24,color:1",
+        ship="sft",
+    )
+    data = recipe.make_data(args, tmp_path)
+    sizes = {name: json.loads((data[name] / "manifest.json").read_text()) for name in ("focus", "focus2")}
+    assert sizes["focus"]["n"] == 24 and sizes["focus"]["seeds"] == [60_000_000, 60_000_023]
+    assert (
+        sizes["focus2"]["n"] == 3 and 0 < sizes["focus"]["images"] < 24
+    )  # by size: scenes with a sized pair
 
 
 def test_a_set_is_reused_only_when_task_seeds_and_hints_match(tmp_path):
