@@ -305,6 +305,18 @@ def test_a_focus_stage_given_its_scenes_gets_that_many_and_the_others_n_focus(tm
     )  # by size: scenes with a sized pair
 
 
+def test_check_sets_of_every_task_are_apart_and_fixed_by_the_task_name_alone():
+    from itertools import pairwise
+
+    from assistant.toyworld import TASKS
+
+    starts = sorted(recipe.check_seed(0, name) for name in TASKS)
+    assert all(b - a >= recipe.CHECK_SCENES for a, b in pairwise(starts))  # no two checks share a scene
+    assert starts[0] >= 500_000  # clear of the benchmarks' sets at seed + 0 .. + 300,000 (and their n)
+    assert recipe.check_seed(0, "color") == 500_000 + 30_793 * 10_000  # as it was when this test was written
+    assert recipe.check_seed(7, "color") == recipe.check_seed(0, "color") + 7
+
+
 def test_a_set_is_reused_only_when_task_seeds_and_hints_match(tmp_path):
     from assistant.toyworld import make_dataset
 
