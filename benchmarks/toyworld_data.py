@@ -64,9 +64,8 @@ class ToyworldDataBenchArgs:
             raise ValueError(f"--tasks must be toy-world tasks; unknown: {unknown or 'none given'}")
 
 
-QUICK = dict(
-    tasks=["color_by_size"], n=600, repeats=1
-)  # 600: two processes really start (MIN_SCENES_PER_WORKER)
+# 600 scenes: two processes really start (MIN_SCENES_PER_WORKER)
+QUICK = dict(tasks=["color_by_size"], n=600, repeats=1)
 
 
 def _make_before(out: Path, task: str, n: int, seed: int) -> None:
@@ -77,12 +76,7 @@ def _make_before(out: Path, task: str, n: int, seed: int) -> None:
     config = get_preset("tiny")
     scenes = [generate_scene(s, config) for s in range(seed, seed + n)]
     records = build_records(task, scenes, seed)
-    level = writers.PNG_COMPRESS_LEVEL
-    writers.PNG_COMPRESS_LEVEL = 6  # read by _save_image in this process (one process: no pool to miss it)
-    try:
-        images = writers.write_images(out, scenes)
-    finally:
-        writers.PNG_COMPRESS_LEVEL = level
+    images = writers.write_images(out, scenes, compress_level=6)
     writers._write_records(out, get_task(task).format, records, images, {s.seed: s for s in scenes})
 
 

@@ -683,16 +683,15 @@ def run(args: RecipeArgs) -> Path:
         sft_parsers = (sft.SFTScriptArgs, SFTConfig, ModelConfig)
         previous = Path(args.continue_from) if earlier else tuned
         checks = args.focus_checks()
-        for i, (_, epochs, _) in enumerate(
-            args.focus_stages(), start=args.first_focus()
-        ):  # TASK:EPOCHS wins over --set sft_focus.*
+        for i, stage in enumerate(args.focus_stages(), start=args.first_focus()):
             name = focus_name("stage2b", i)
             focus = {
                 "model_name_or_path": str(previous),
                 "dataset": str(data[focus_name("focus", i)]),
                 "output_dir": str(work / name),
             }
-            pinned[name] = {**extra.get(name, {}), **({"num_train_epochs": epochs} if epochs else {})}
+            epochs = {"num_train_epochs": stage.epochs} if stage.epochs else {}  # wins over --set sft_focus.*
+            pinned[name] = {**extra.get(name, {}), **epochs}
             if name in checks:
                 check_task, stop_at = checks[name]
                 pinned[name] = {

@@ -300,9 +300,8 @@ def test_a_focus_stage_given_its_scenes_gets_that_many_and_the_others_n_focus(tm
     data = recipe.make_data(args, tmp_path)
     sizes = {name: json.loads((data[name] / "manifest.json").read_text()) for name in ("focus", "focus2")}
     assert sizes["focus"]["n"] == 24 and sizes["focus"]["seeds"] == [60_000_000, 60_000_023]
-    assert (
-        sizes["focus2"]["n"] == 3 and 0 < sizes["focus"]["images"] < 24
-    )  # by size: scenes with a sized pair
+    assert sizes["focus2"]["n"] == 3
+    assert 0 < sizes["focus"]["images"] < 24  # by size: only the scenes with a sized pair have an image
 
 
 def test_check_sets_of_every_task_are_apart_and_fixed_by_the_task_name_alone():
