@@ -494,13 +494,36 @@ def _color_by_size(scene: Scene, ctx: TaskContext) -> list[Record]:
     ("What colour is the small heart?") and `_compare_turns`, in random order; none for a scene without them. In
     `color_size_compare` these are about a tenth of the turns, and colour by size needed ~4,200 steps of it; alone
     (arm E1S) ~2,000, to the same 0.66-0.70, at the cost of position (docs/recipe.md, sessions 43-44)."""
+    turns = _by_size_turns(scene, ctx)
+    ctx.rng.shuffle(turns)
+    return [Conversation(scene.seed, tuple(turns), "color_by_size")] if turns else []
+
+
+def _by_size_turns(scene: Scene, ctx: TaskContext) -> list[QA]:
+    """The colour of every object only its size and shape name, then `_compare_turns`."""
     turns = [
         QA(phrase(ctx.rng, "color", name=name), obj.color, "color", "color")
         for obj, name in _named_by_size(scene)
     ]
-    turns += _compare_turns(scene, ctx)
-    ctx.rng.shuffle(turns)
-    return [Conversation(scene.seed, tuple(turns), "color_by_size")] if turns else []
+    return turns + _compare_turns(scene, ctx)
+
+
+def _multiples(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """For a scene that holds a shape or a colour twice or more: `count_all`'s turns (every shape and colour it
+    holds, one of each it lacks), how many objects in all, and `color_by_size`'s turns, in random order; none for
+    the rest. Through the API D8 answered "1" to 21 of 24 count questions whose answer was 2, and colour by size at
+    chance: it finds one object that a key matches and stops. Asked only the keys held twice or more (arm M1) the
+    model learned never to answer 0 or 1; here each scene's 1s and 0s come with its 2s (docs/recipe.md, session
+    46)."""
+    shapes, colors = counts_by_shape(scene), counts_by_color(scene)
+    if max([*shapes.values(), *colors.values()], default=0) < 2:
+        return []
+    rng = ctx.rng
+    turns = _turns_of(_count_all)(scene, ctx)
+    turns.append(QA(phrase(rng, "count_all"), str(len(scene.objects)), "count", "number"))
+    turns += _by_size_turns(scene, ctx)
+    rng.shuffle(turns)
+    return [Conversation(scene.seed, tuple(turns), "multiples")]
 
 
 def _instruct_many_with(colour: Callable, n: int = 6) -> Callable:
@@ -572,6 +595,36 @@ def _dense_all(scene: Scene, ctx: TaskContext) -> list[Record]:
 
 _dense_detail = _detail_opened(_dense_all, "detail_many", "dense_detail")
 _dense_detail_paired = _paired(_dense_detail)
+
+
+def _count_turns_repeats_first(scene: Scene, ctx: TaskContext) -> list[QA]:
+    """`count_all`'s turns whose answer is 2 or more, three of the rest, and how many objects in all (two or more):
+    `dense_all`'s three random count turns rarely ask a repeated key, and D8 answered "1" to 21 of 24 count questions
+    whose answer was 2 (docs/recipe.md, session 46)."""
+    turns = _turns_of(_count_all)(scene, ctx)
+    many = [t for t in turns if t.answer not in ("0", "1")]
+    total = [QA(phrase(ctx.rng, "count_all"), str(len(scene.objects)), "count", "number")]
+    few = [t for t in turns if t.answer in ("0", "1")][:3]
+    return many + few + (total if len(scene.objects) >= 2 else [])
+
+
+def _dense_counts(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`dense_all` with every count of a key the scene holds twice or more and the count of all its objects
+    (`_count_turns_repeats_first`) in place of three random count turns."""
+    return _shuffled(
+        "dense_all",
+        scene,
+        ctx,
+        _keyed_colors,
+        _turns_of(_region_all),
+        _turns_of(_relation_all, 4),
+        _count_turns_repeats_first,
+        _turns_of(_exists_all, 4),
+        _compare_turns,
+    )
+
+
+_dense_detail_counts = _detail_opened(_dense_counts, "detail_many", "dense_detail_counts")
 
 
 def _rl_detail_prompt(scene: Scene, ctx: TaskContext) -> list[Record]:
@@ -827,6 +880,20 @@ TASKS: dict[str, TaskSpec] = {
             _color_by_size,
             "The colour of every object a question can name only by its size and shape, and of the larger or smaller "
             "of two same-shape objects; nothing else, and none for a scene without such an object (a focus task).",
+        ),
+        TaskSpec(
+            "dense_detail_counts",
+            "conversation",
+            _dense_detail_counts,
+            "dense_detail with every count of a shape or colour held twice or more and the count of all objects in "
+            "place of three random count turns (a focus task).",
+        ),
+        TaskSpec(
+            "multiples",
+            "conversation",
+            _multiples,
+            "For a scene holding a shape or colour twice or more: count_all's turns, how many objects in all, and "
+            "color_by_size's turns; none for the rest (a focus task).",
         ),
         TaskSpec(
             "color_size_compare_paired",

@@ -848,3 +848,47 @@ def test_color_by_size_asks_only_the_colour_of_objects_named_by_their_size():
         for qa in conv.turns:
             assert qa.answer_type == "color" and sized.search(qa.question), qa
             assert qa.answer in {o.color for o in scene.objects}
+
+
+def test_multiples_counts_every_key_of_a_scene_holding_one_twice_ones_and_zeros_included():
+    pool = scenes("tiny", 300)
+    convs = build_records("multiples", pool, 0)
+    seeds = {s.seed: s for s in pool}
+    repeated = {
+        s.seed
+        for s in pool
+        if max(Counter(o.shape for o in s.objects).values(), default=0) >= 2
+        or max(Counter(o.color for o in s.objects).values(), default=0) >= 2
+    }
+    assert convs and {c.task for c in convs} == {"multiples"}
+    # the scenes holding a shape or a colour twice, and no others
+    assert {c.scene_seed for c in convs} == repeated
+    answers = Counter()
+    for conv in convs:
+        scene = seeds[conv.scene_seed]
+        counts = [qa for qa in conv.turns if qa.answer_type == "number"]
+        assert any(int(qa.answer) >= 2 for qa in counts), conv  # each scene's repeat is asked ...
+        assert any(qa.answer == str(len(scene.objects)) for qa in counts)  # ... and the objects in all
+        answers.update(qa.answer for qa in counts)
+        for qa in conv.turns:
+            if qa.answer_type == "color":  # colour by size: a present object's colour
+                assert qa.answer in {o.color for o in scene.objects}
+    # ... beside the keys held once and the ones it lacks: no answer is given by the question's kind alone
+    assert answers["1"] > answers["2"] > 0 and answers["0"] > 0
+
+
+def test_dense_detail_counts_asks_every_repeated_key_and_all_objects_where_dense_detail_asks_three_counts():
+    pool = scenes("tiny", 200)
+    seeds = {s.seed: s for s in pool}
+    convs = build_records("dense_detail_counts", pool, 0)
+    assert {c.task for c in convs} == {"dense_detail_counts"}
+    for conv in convs:
+        scene = seeds[conv.scene_seed]
+        counts = {qa.question: qa.answer for qa in conv.turns if qa.answer_type == "number"}
+        repeated = [n for n in Counter(o.shape for o in scene.objects).values() if n >= 2]
+        repeated += [n for n in Counter(o.color for o in scene.objects).values() if n >= 2]
+        assert sorted(a for a in counts.values() if int(a) >= 2 and a != str(len(scene.objects))) == sorted(
+            str(n) for n in repeated if n != len(scene.objects)
+        ), conv
+        assert len(scene.objects) < 2 or str(len(scene.objects)) in counts.values()
+        assert sum(a in ("0", "1") for a in counts.values()) <= 3
