@@ -580,6 +580,11 @@ def _dense_all(scene: Scene, ctx: TaskContext) -> list[Record]:
     stages ask one skill of each image, so 60% of their tokens are the image's 88, spent again for every skill, and
     each stage undoes the others' skills for a stage 2c to bring back (docs/recipe.md, sessions 25 and 40); here one
     image's tokens carry all of them (a focus task for a one-run recipe)."""
+    return _dense(scene, ctx, _turns_of(_count_all, 3))
+
+
+def _dense(scene: Scene, ctx: TaskContext, counts: Callable) -> list[Record]:
+    """`dense_all`'s conversation with `counts` as its maker of count turns."""
     return _shuffled(
         "dense_all",
         scene,
@@ -587,7 +592,7 @@ def _dense_all(scene: Scene, ctx: TaskContext) -> list[Record]:
         _keyed_colors,
         _turns_of(_region_all),
         _turns_of(_relation_all, 4),
-        _turns_of(_count_all, 3),
+        counts,
         _turns_of(_exists_all, 4),
         _compare_turns,
     )
@@ -611,17 +616,7 @@ def _count_turns_repeats_first(scene: Scene, ctx: TaskContext) -> list[QA]:
 def _dense_counts(scene: Scene, ctx: TaskContext) -> list[Record]:
     """`dense_all` with every count of a key the scene holds twice or more and the count of all its objects
     (`_count_turns_repeats_first`) in place of three random count turns."""
-    return _shuffled(
-        "dense_all",
-        scene,
-        ctx,
-        _keyed_colors,
-        _turns_of(_region_all),
-        _turns_of(_relation_all, 4),
-        _count_turns_repeats_first,
-        _turns_of(_exists_all, 4),
-        _compare_turns,
-    )
+    return _dense(scene, ctx, _count_turns_repeats_first)
 
 
 _dense_detail_counts = _detail_opened(_dense_counts, "detail_many", "dense_detail_counts")
