@@ -35,7 +35,7 @@ def ask_count(scene: Scene, ctx: TaskContext) -> QA:
     rng = ctx.rng
     mode = rng.choice(("all", "shape", "color", "pair"))
     if mode == "all":
-        return QA(phrase(rng, "count_all"), str(len(scene.objects)), "count", "number")
+        return total_count_question(rng, scene)
     # ask about something present two times out of three, else anything (often absent -> "0")
     present = rng.random() < 2 / 3 and scene.objects
     ref = rng.choice(scene.objects) if present else None
@@ -48,6 +48,11 @@ def ask_count(scene: Scene, ctx: TaskContext) -> QA:
     else:
         what, n = f"{color} {plural(shape)}", rel.count(scene, shape=shape, color=color)
     return count_question(rng, what, n)
+
+
+def total_count_question(rng: random.Random, scene: Scene) -> QA:
+    """ "How many objects are in the image?" answered with the scene's number of objects."""
+    return QA(phrase(rng, "count_all"), str(len(scene.objects)), "count", "number")
 
 
 def count_question(rng: random.Random, what: str, n: int) -> QA:

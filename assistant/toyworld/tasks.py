@@ -25,6 +25,7 @@ from .questions import (
     refer_by_color,
     refer_by_shape,
     relation_question,
+    total_count_question,
 )
 from .records import QA, Conversation, Record, TaskContext, WorldStats
 from .relations import (
@@ -520,7 +521,7 @@ def _multiples(scene: Scene, ctx: TaskContext) -> list[Record]:
         return []
     rng = ctx.rng
     turns = _turns_of(_count_all)(scene, ctx)
-    turns.append(QA(phrase(rng, "count_all"), str(len(scene.objects)), "count", "number"))
+    turns.append(total_count_question(rng, scene))
     turns += _by_size_turns(scene, ctx)
     rng.shuffle(turns)
     return [Conversation(scene.seed, tuple(turns), "multiples")]
@@ -608,7 +609,7 @@ def _count_turns_repeats_first(scene: Scene, ctx: TaskContext) -> list[QA]:
     whose answer was 2 (docs/recipe.md, session 46)."""
     turns = _turns_of(_count_all)(scene, ctx)
     many = [t for t in turns if t.answer not in ("0", "1")]
-    total = [QA(phrase(ctx.rng, "count_all"), str(len(scene.objects)), "count", "number")]
+    total = [total_count_question(ctx.rng, scene)]
     few = [t for t in turns if t.answer in ("0", "1")][:3]
     return many + few + (total if len(scene.objects) >= 2 else [])
 

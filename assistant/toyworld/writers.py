@@ -83,9 +83,9 @@ def write_images(
     compress_level: int = PNG_COMPRESS_LEVEL,
 ) -> dict[int, str]:
     """Render the scenes whose seed is in `used` (all without it), over `workers` processes, as PNG at
-    `compress_level`, and write their ground truth to scenes.jsonl; returns {seed: image path}. A scene keeps its place in seed order as its file name, so a
-    set whose task drops scenes names each kept image as the set of every scene would. The bytes are the same
-    whatever the number of processes."""
+    `compress_level`, and write their ground truth to scenes.jsonl; returns {seed: image path}. A scene keeps its
+    place in seed order as its file name, so a set whose task drops scenes names each kept image as the set of every
+    scene would. The bytes are the same whatever the number of processes."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     images = {s.seed: image_path(i) for i, s in enumerate(scenes) if used is None or s.seed in used}
     kept = [s for s in scenes if s.seed in images]
