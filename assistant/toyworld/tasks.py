@@ -545,6 +545,22 @@ _instruct_many_compare3 = _instruct_many_with(_color_size_compare_detail, 3)
 _instruct_many_compare2 = _instruct_many_with(_color_size_compare_detail, 2)
 
 
+def _or_else(first: Callable, rest: Callable) -> Callable:
+    """`first`'s conversations for a scene, `rest`'s where `first` has none."""
+
+    def make(scene: Scene, ctx: TaskContext) -> list[Record]:
+        return first(scene, ctx) or rest(scene, ctx)
+
+    return make
+
+
+# `instruct_many_compare3` with a `multiples` conversation for one scene in four of those that hold a key twice:
+# stage 2c after a `multiples` stage, whose count of two D8's 2c took back from 0.88 to 0.54 (arm M1b, session 46).
+# Through the API it kept more of them (16 / 24 against 11 / 24; count 0.893 against 0.876) and cost existence
+# (0.900 against 0.938): not adopted (arm M5B, docs/recipe.md, session 47)
+_instruct_many_multiples = _one_in(4, _or_else(_multiples, _instruct_many_compare3), _instruct_many_compare3)
+
+
 def _picked(task: str, choices: list[tuple[float, Callable]]) -> Callable:
     """One of `choices`' conversations per scene, drawn by weight, as `task`."""
     makers, weights = [m for _, m in choices], [w for w, _ in choices]
@@ -783,6 +799,13 @@ TASKS: dict[str, TaskSpec] = {
             _instruct_many_compare3,
             "instruct_many_compare, with its color_size_compare conversation for one scene in three of the rest "
             "instead of one in six (the shipped run's stage-2c data; it keeps colour by size through 2c).",
+        ),
+        TaskSpec(
+            "instruct_many_multiples",
+            "conversation",
+            _instruct_many_multiples,
+            "instruct_many_compare3, with a multiples conversation for one scene in four of those holding a shape "
+            "or colour twice or more (stage 2c's data after a multiples focus stage; an ablation).",
         ),
         TaskSpec(
             "instruct_many_compare2",

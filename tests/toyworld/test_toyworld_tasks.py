@@ -892,3 +892,21 @@ def test_dense_detail_counts_asks_every_repeated_key_and_all_objects_where_dense
         ), conv
         assert len(scene.objects) < 2 or str(len(scene.objects)) in counts.values()
         assert sum(a in ("0", "1") for a in counts.values()) <= 3
+
+
+def test_instruct_many_multiples_is_compare3_with_a_multiples_conversation_for_a_share_of_repeats():
+    pool = scenes("tiny", 400)
+    convs = build_records("instruct_many_multiples", pool, 0)
+    repeated = {
+        s.seed
+        for s in pool
+        if max(Counter(o.shape for o in s.objects).values(), default=0) >= 2
+        or max(Counter(o.color for o in s.objects).values(), default=0) >= 2
+    }
+    by_task = Counter(c.task for c in convs)
+    multiples = {c.scene_seed for c in convs if c.task == "multiples"}
+    # only scenes holding a key twice get one, about one in four of them; every other scene is compare3's
+    assert multiples <= repeated
+    assert 0.15 < len(multiples) / len(repeated) < 0.35, (len(multiples), len(repeated))
+    compare3 = {c.task for c in build_records("instruct_many_compare3", pool, 0)}
+    assert set(by_task) - {"multiples"} <= compare3
