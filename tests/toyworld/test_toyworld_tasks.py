@@ -850,16 +850,21 @@ def test_color_by_size_asks_only_the_colour_of_objects_named_by_their_size():
             assert qa.answer in {o.color for o in scene.objects}
 
 
-def test_multiples_counts_every_key_of_a_scene_holding_one_twice_ones_and_zeros_included():
-    pool = scenes("tiny", 300)
-    convs = build_records("multiples", pool, 0)
-    seeds = {s.seed: s for s in pool}
-    repeated = {
+def _holding_a_key_twice(pool) -> set[int]:
+    """The seeds of the scenes that hold a shape or a colour twice or more."""
+    return {
         s.seed
         for s in pool
         if max(Counter(o.shape for o in s.objects).values(), default=0) >= 2
         or max(Counter(o.color for o in s.objects).values(), default=0) >= 2
     }
+
+
+def test_multiples_counts_every_key_of_a_scene_holding_one_twice_ones_and_zeros_included():
+    pool = scenes("tiny", 300)
+    convs = build_records("multiples", pool, 0)
+    seeds = {s.seed: s for s in pool}
+    repeated = _holding_a_key_twice(pool)
     assert convs and {c.task for c in convs} == {"multiples"}
     # the scenes holding a shape or a colour twice, and no others
     assert {c.scene_seed for c in convs} == repeated
@@ -897,12 +902,7 @@ def test_dense_detail_counts_asks_every_repeated_key_and_all_objects_where_dense
 def test_instruct_many_multiples_is_compare3_with_a_multiples_conversation_for_a_share_of_repeats():
     pool = scenes("tiny", 400)
     convs = build_records("instruct_many_multiples", pool, 0)
-    repeated = {
-        s.seed
-        for s in pool
-        if max(Counter(o.shape for o in s.objects).values(), default=0) >= 2
-        or max(Counter(o.color for o in s.objects).values(), default=0) >= 2
-    }
+    repeated = _holding_a_key_twice(pool)
     by_task = Counter(c.task for c in convs)
     multiples = {c.scene_seed for c in convs if c.task == "multiples"}
     # only scenes holding a key twice get one, about one in four of them; every other scene is compare3's
