@@ -882,6 +882,27 @@ def test_multiples_counts_every_key_of_a_scene_holding_one_twice_ones_and_zeros_
     assert answers["1"] > answers["2"] > 0 and answers["0"] > 0
 
 
+def test_multiples_position_asks_multiples_and_position_all_of_a_repeat_scene_in_one_conversation():
+    pool = scenes("tiny", 300)
+    convs = build_records("multiples_position", pool, 0)
+    seeds = {s.seed: s for s in pool}
+    assert convs and {c.task for c in convs} == {"multiples_position"}
+    assert {c.scene_seed for c in convs} == _holding_a_key_twice(pool)
+    kinds = Counter()
+    for conv in convs:
+        scene = seeds[conv.scene_seed]
+        kinds.update(qa.answer_type for qa in conv.turns)
+        counts = [qa.answer for qa in conv.turns if qa.answer_type == "number"]
+        # multiples' turns: the repeat and the objects in all; position_all's: regions and relations
+        assert any(int(a) >= 2 for a in counts) and str(len(scene.objects)) in counts, conv
+        assert any(qa.answer_type in ("region", "relation", "yes_no") for qa in conv.turns), conv
+        assert {qa.answer_type for qa in conv.turns} <= {"number", "color", "region", "relation", "yes_no"}
+    assert min(kinds["number"], kinds["color"], kinds["region"], kinds["relation"], kinds["yes_no"]) > 0, kinds
+    # shuffled together: some conversations open with a count, some with a position turn
+    orders = [[qa.answer_type == "number" for qa in c.turns] for c in convs]
+    assert any(not o[0] for o in orders) and any(o[0] for o in orders)
+
+
 def test_dense_detail_counts_asks_every_repeated_key_and_all_objects_where_dense_detail_asks_three_counts():
     pool = scenes("tiny", 200)
     seeds = {s.seed: s for s in pool}
