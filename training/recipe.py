@@ -382,6 +382,7 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     out, built = {}, False
     for name, (task, n, seed, eval_split) in plan.items():
         path = work / "data" / name
+        planned_set(path, {"task": task, "n": n, "seed": seed, "eval": eval_split})
         if not (path / "manifest.json").is_file():
             shutil.rmtree(path, ignore_errors=True)
             hints = (args.ocr_hint_share, args.seed) if name in HINTED and args.ocr_hint_share > 0 else None
@@ -422,6 +423,23 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
 
 
 HINTED = ("instruct", "refresh")  # the sets that carry OCR hints (--ocr_hint_share)
+
+
+def planned_set(path: Path, want: dict[str, Any]) -> None:
+    """Stop where the set already at `path` (a resumed or reused workdir) is not the one this run plans (`want`'s
+    task, n, seed and split): the recipe reuses a set that has its manifest, and until session 48 it reused one made
+    under other options (another --refresh_task, a linked data/ dir) without a word."""
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        return
+    manifest = json.loads(manifest_path.read_text())
+    differ = {k: (manifest.get(k), v) for k, v in want.items() if manifest.get(k) != v}
+    if differ:
+        said = ", ".join(f"{k} {have!r} where this run plans {v!r}" for k, (have, v) in differ.items())
+        raise ValueError(
+            f"data set {path} was made under other options ({said}); remove that directory to build it anew, "
+            "or give a fresh --workdir"
+        )
 
 
 def built_before(data: Path, want: dict[str, Any], hints: tuple[float, int] | None) -> Path | None:

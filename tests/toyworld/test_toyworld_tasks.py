@@ -897,7 +897,9 @@ def test_multiples_position_asks_multiples_and_position_all_of_a_repeat_scene_in
         assert any(int(a) >= 2 for a in counts) and str(len(scene.objects)) in counts, conv
         assert any(qa.answer_type in ("region", "relation", "yes_no") for qa in conv.turns), conv
         assert {qa.answer_type for qa in conv.turns} <= {"number", "color", "region", "relation", "yes_no"}
-    assert min(kinds["number"], kinds["color"], kinds["region"], kinds["relation"], kinds["yes_no"]) > 0, kinds
+    assert min(kinds["number"], kinds["color"], kinds["region"], kinds["relation"], kinds["yes_no"]) > 0, (
+        kinds
+    )
     # shuffled together: some conversations open with a count, some with a position turn
     orders = [[qa.answer_type == "number" for qa in c.turns] for c in convs]
     assert any(not o[0] for o in orders) and any(o[0] for o in orders)

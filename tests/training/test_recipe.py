@@ -316,6 +316,28 @@ def test_check_sets_of_every_task_are_apart_and_fixed_by_the_task_name_alone():
     assert recipe.check_seed(7, "color") == recipe.check_seed(0, "color") + 7
 
 
+def test_a_set_made_under_other_options_stops_the_run_with_its_path_and_the_difference(tmp_path):
+    args = recipe.RecipeArgs(
+        workdir=str(tmp_path),
+        n_caption=2,
+        n_instruct=2,
+        n_eval=2,
+        n_focus=3,
+        ocr_hint_share=0.0,
+        focus_task="color:1",
+        refresh_task="instruct",
+        n_refresh=3,
+        ship="sft",
+    )
+    first = recipe.make_data(args, tmp_path)
+    assert recipe.make_data(args, tmp_path) == first  # the same options again: every set reused
+    made = (first["refresh"] / "manifest.json").read_text()
+    args.refresh_task = "instruct_varied"
+    with pytest.raises(ValueError, match=r"refresh.*task 'instruct' where this run plans 'instruct_varied'"):
+        recipe.make_data(args, tmp_path)
+    assert (first["refresh"] / "manifest.json").read_text() == made  # nothing of the old set was touched
+
+
 def test_a_set_is_reused_only_when_task_seeds_and_hints_match(tmp_path):
     from assistant.toyworld import make_dataset
 
