@@ -286,17 +286,14 @@ def test_focus_stages_number_on_from_the_run_continued_and_never_share_stage_2cs
         recipe.focus_seed(0, recipe.MAX_FOCUS)
 
 
+def _data_only_args(workdir, **given) -> recipe.RecipeArgs:
+    """A recipe whose data step makes tiny sets in `workdir` (no OCR hints), for tests of `make_data` alone."""
+    sizes = dict(n_caption=2, n_instruct=2, n_eval=2, n_focus=3, ocr_hint_share=0.0, ship="sft")
+    return recipe.RecipeArgs(workdir=str(workdir), **{**sizes, **given})
+
+
 def test_a_focus_stage_given_its_scenes_gets_that_many_and_the_others_n_focus(tmp_path):
-    args = recipe.RecipeArgs(
-        workdir=str(tmp_path),
-        n_caption=2,
-        n_instruct=2,
-        n_eval=2,
-        n_focus=3,
-        ocr_hint_share=0.0,
-        focus_task="color_by_size:1:24,color:1",
-        ship="sft",
-    )
+    args = _data_only_args(tmp_path, focus_task="color_by_size:1:24,color:1")
     data = recipe.make_data(args, tmp_path)
     sizes = {name: json.loads((data[name] / "manifest.json").read_text()) for name in ("focus", "focus2")}
     assert sizes["focus"]["n"] == 24 and sizes["focus"]["seeds"] == [60_000_000, 60_000_023]
@@ -317,18 +314,7 @@ def test_check_sets_of_every_task_are_apart_and_fixed_by_the_task_name_alone():
 
 
 def test_a_set_made_under_other_options_stops_the_run_with_its_path_and_the_difference(tmp_path):
-    args = recipe.RecipeArgs(
-        workdir=str(tmp_path),
-        n_caption=2,
-        n_instruct=2,
-        n_eval=2,
-        n_focus=3,
-        ocr_hint_share=0.0,
-        focus_task="color:1",
-        refresh_task="instruct",
-        n_refresh=3,
-        ship="sft",
-    )
+    args = _data_only_args(tmp_path, focus_task="color:1", refresh_task="instruct", n_refresh=3)
     first = recipe.make_data(args, tmp_path)
     assert recipe.make_data(args, tmp_path) == first  # the same options again: every set reused
     made = (first["refresh"] / "manifest.json").read_text()
