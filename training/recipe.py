@@ -382,13 +382,12 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     out, built = {}, False
     for name, (task, n, seed, eval_split) in plan.items():
         path = work / "data" / name
-        planned_set(path, {"task": task, "n": n, "seed": seed, "eval": eval_split})
+        want = {"task": task, "n": n, "seed": seed, "eval": eval_split}
+        planned_set(path, want)
         if not (path / "manifest.json").is_file():
             shutil.rmtree(path, ignore_errors=True)
             hints = (args.ocr_hint_share, args.seed) if name in HINTED and args.ocr_hint_share > 0 else None
-            same = earlier and built_before(
-                earlier, {"task": task, "n": n, "seed": seed, "eval": eval_split}, hints
-            )
+            same = earlier and built_before(earlier, want, hints)
             if same:  # the run continued from built this very set (its eval sets, a refresh task run again)
                 shutil.copytree(same, path)
                 manifest = json.loads((path / "manifest.json").read_text())
@@ -425,6 +424,11 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
 HINTED = ("instruct", "refresh")  # the sets that carry OCR hints (--ocr_hint_share)
 
 
+def manifest_differs(manifest: dict[str, Any], want: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """`want`'s keys whose value the set's `manifest` does not have: {key: (the manifest's, wanted)}."""
+    return {k: (manifest.get(k), v) for k, v in want.items() if manifest.get(k) != v}
+
+
 def planned_set(path: Path, want: dict[str, Any]) -> None:
     """Stop where the set already at `path` (a resumed or reused workdir) is not the one this run plans (`want`'s
     task, n, seed and split): the recipe reuses a set that has its manifest, and until session 48 it reused one made
@@ -432,8 +436,7 @@ def planned_set(path: Path, want: dict[str, Any]) -> None:
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         return
-    manifest = json.loads(manifest_path.read_text())
-    differ = {k: (manifest.get(k), v) for k, v in want.items() if manifest.get(k) != v}
+    differ = manifest_differs(json.loads(manifest_path.read_text()), want)
     if differ:
         said = ", ".join(f"{k} {have!r} where this run plans {v!r}" for k, (have, v) in differ.items())
         raise ValueError(
@@ -451,7 +454,7 @@ def built_before(data: Path, want: dict[str, Any], hints: tuple[float, int] | No
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("generator_version") != GENERATOR_VERSION or manifest.get("preset") != "tiny":
             continue
-        if any(manifest.get(k) != v for k, v in want.items()):
+        if manifest_differs(manifest, want):
             continue
         given = manifest.get("ocr_hints")
         if given is None or (hints is not None and (given["share"], given["seed"]) == hints):
