@@ -126,6 +126,19 @@ def stage0_line(report: dict | None, args: dict[str, Any]) -> str:
     )
 
 
+def time_line(built: dict) -> str:
+    """The build's total, and in stage-2 units where stage 2's time is known (`training.recipe.build_time`)."""
+    if not built:
+        return ""
+    line = f"Built in {built['seconds']:.0f} s ({built['seconds'] / 60:.1f} min)"
+    if "stage2_units" not in built:
+        return line + "."
+    return (
+        f"{line}: {built['stage2_units']} stage-2 units (stage 2, the same work in every run, took "
+        f"{built['stage2_seconds']:.0f} s here; the unit compares builds across machines)."
+    )
+
+
 def write_model_card(
     model_dir: Path,
     *,
@@ -134,6 +147,7 @@ def write_model_card(
     metrics: dict,
     timings: dict,
     stage0: Path,
+    built: dict | None = None,
     environment: dict | None = None,
 ) -> Path:
     sizes = {}
@@ -226,6 +240,8 @@ the image is the object?"; size: "Is the object small, medium or large?").
 
 ## Time on the building machine (seconds)
 `{json.dumps(timings)}`
+
+{time_line(built or {})}
 
 Threads and CPUs: `{json.dumps(environment or {})}`
 """

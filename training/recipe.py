@@ -348,6 +348,24 @@ def build_seconds(work: Path) -> float:
     return round(sum(json.loads(timings.read_text()).values()), 1) if timings.is_file() else 0.0
 
 
+def stage2_seconds(work: Path) -> float | None:
+    """The seconds stage 2 took in a run or the run it continued (None where no timings say). Stage 2 is the same
+    work in every run (the same data, steps and settings), so a build's seconds over it, its stage-2 units, compare
+    builds across machines that differ 2x in speed (docs/recipe.md, session 43)."""
+    for name, key in (("build_seconds.json", "stage2_seconds"), ("timings.json", "stage2")):
+        path = work / name
+        if path.is_file() and json.loads(path.read_text()).get(key):
+            return json.loads(path.read_text())[key]
+    return None
+
+
+def build_time(seconds: float, stage2: float | None) -> dict[str, float]:
+    """build_seconds.json: the build's seconds, and where stage 2's time is known, it and the build in its units."""
+    if not stage2:
+        return {"seconds": seconds}
+    return {"seconds": seconds, "stage2_seconds": stage2, "stage2_units": round(seconds / stage2, 2)}
+
+
 def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
     from assistant.toyworld import make_dataset
 
@@ -809,8 +827,13 @@ def run(args: RecipeArgs) -> Path:
     card_timings = dict(timings)
     if earlier:  # the time to build this model includes the run it continues, and the runs that one continued
         card_timings = {f"earlier runs (to {earlier})": build_seconds(earlier), **timings}
-    (work / "build_seconds.json").write_text(
-        json.dumps({"seconds": round(sum(card_timings.values()), 1)}) + "\n"
+    built = build_time(round(sum(card_timings.values()), 1), stage2_seconds(earlier or work))
+    (work / "build_seconds.json").write_text(json.dumps(built) + "\n")
+    log.info(
+        "built in %.0f s (%.1f min)%s",
+        built["seconds"],
+        built["seconds"] / 60,
+        f", {built['stage2_units']} stage-2 units" if "stage2_units" in built else "",
     )
     write_model_card(
         shipped,
@@ -818,6 +841,7 @@ def run(args: RecipeArgs) -> Path:
         data=data,
         metrics=metrics,
         timings=card_timings,
+        built=built,
         stage0=stage0,
         environment=environment,
     )

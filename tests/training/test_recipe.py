@@ -157,8 +157,14 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
     card = (continued / "README.md").read_text()
     first = json.loads((work / "build_seconds.json").read_text())["seconds"]
     assert f'"earlier runs (to {work})": {first}' in card and '"stage2b3": ' in card
-    later_total = json.loads((later / "build_seconds.json").read_text())["seconds"]
-    assert later_total > first  # a third run's card counts both before it
+    later_built = json.loads((later / "build_seconds.json").read_text())
+    assert later_built["seconds"] > first  # a third run's card counts both before it
+    # the build in stage-2 units: stage 2 is the earlier run's, the one piece of work every build repeats
+    stage2 = json.loads((work / "timings.json").read_text())["stage2"]
+    assert json.loads((work / "build_seconds.json").read_text())["stage2_seconds"] == stage2
+    assert later_built["stage2_seconds"] == stage2
+    assert later_built["stage2_units"] == round(later_built["seconds"] / stage2, 2)
+    assert f"{later_built['stage2_units']} stage-2 units" in card
     assert "Stage-0 encoder probe (frozen features" in card  # the earlier run's stage 0
     assert "this run continued from" in model_card.stage0_line(None, {"continue_from": "elsewhere/final"})
     with pytest.raises(ValueError, match="add --focus_task"):
