@@ -3,6 +3,7 @@ plain `python`, with YAML and command-line overrides."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,10 +13,12 @@ import pytest
 import yaml
 from trl import DPOConfig, GRPOConfig, ModelConfig, SFTConfig, TrlParser
 
+from training.bootstrap import BootstrapArgs
 from training.dpo import DPOScriptArgs
 from training.grpo import GRPOScriptArgs
 from training.pretrain import PretrainScriptArgs
 from training.sft import SFTScriptArgs
+from training.stage0.config import LanguageArgs, ProbeArgs, VisionArgs
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = {
@@ -61,6 +64,22 @@ def test_shipped_toy_configs_parse(name):
     assert getattr(script, "connector", "qformer" if "qformer" in name else "mlp2x_gelu") == (
         "qformer" if "qformer" in name else "mlp2x_gelu"
     )
+
+
+@pytest.mark.parametrize(
+    "parsers",
+    [
+        *dict.fromkeys(SCRIPTS.values()),  # each script's parsers once
+        (BootstrapArgs, VisionArgs, LanguageArgs, ProbeArgs),  # training/bootstrap.py
+    ],
+    ids=lambda parsers: parsers[0].__name__,
+)
+def test_every_launch_script_prints_its_help(parsers):
+    """`python training/X.py --help` renders every option's help (argparse %-formats it: a bare "80%" once crashed
+    stage 0's with a TypeError)."""
+    text = TrlParser(parsers).format_help()
+    own = [f.name for f in dataclasses.fields(parsers[0])]  # the script's own options, listed with the rest
+    assert own and all(f"--{name} " in text for name in own)
 
 
 @pytest.mark.parametrize(

@@ -129,7 +129,7 @@ class LanguageArgs:
 @dataclass
 class ProbeArgs:
     probe_scenes: int = field(
-        default=1000, metadata={"help": "Held-out scenes for the probe (80% fit, 20% test)."}
+        default=1000, metadata={"help": "Held-out scenes for the probe (80%% fit, 20%% test)."}
     )
     probe_steps: int = field(default=300, metadata={"help": "Optimiser steps per probe."})
     retrieval_scenes: int = field(default=200, metadata={"help": "Held-out scenes for caption retrieval."})
