@@ -354,8 +354,9 @@ def stage2_seconds(work: Path) -> float | None:
     builds across machines that differ 2x in speed (docs/recipe.md, session 43)."""
     for name, key in (("build_seconds.json", "stage2_seconds"), ("timings.json", "stage2")):
         path = work / name
-        if path.is_file() and json.loads(path.read_text()).get(key):
-            return json.loads(path.read_text())[key]
+        seconds = json.loads(path.read_text()).get(key) if path.is_file() else None
+        if seconds:
+            return seconds
     return None
 
 
@@ -821,7 +822,7 @@ def run(args: RecipeArgs) -> Path:
         final_grpo = merged_and_evaluated("stage3b", "final_grpo", "_grpo")
         shipped = final_grpo if args.ship == "grpo" else final
 
-    from training.model_card import write_model_card
+    from training.model_card import time_line, write_model_card
 
     environment = {"torch threads by step": threads, "cpus": os.cpu_count()}
     card_timings = dict(timings)
@@ -829,12 +830,7 @@ def run(args: RecipeArgs) -> Path:
         card_timings = {f"earlier runs (to {earlier})": build_seconds(earlier), **timings}
     built = build_time(round(sum(card_timings.values()), 1), stage2_seconds(earlier or work))
     (work / "build_seconds.json").write_text(json.dumps(built) + "\n")
-    log.info(
-        "built in %.0f s (%.1f min)%s",
-        built["seconds"],
-        built["seconds"] / 60,
-        f", {built['stage2_units']} stage-2 units" if "stage2_units" in built else "",
-    )
+    log.info("%s", time_line(built))
     write_model_card(
         shipped,
         args=asdict(args),
