@@ -189,7 +189,7 @@ tags: [{tag}, toy-world]
 # The embedded default model
 
 {kind} trained from scratch on the toy world (procedural scenes of shapes, colours and short text)
-by `make toy-model` (`python -m training.recipe`, arguments below). It knows only that world: counting, colours, shapes,
+by `python -m training.recipe` (its arguments below; `make toy-model` runs the shipped model's). It knows only that world: counting, colours, shapes,
 positions, existence and short printed text in toy-world scenes. Weights: {weights / 1e6:.1f} MB (float16).
 {connector}
 ## Recipe
