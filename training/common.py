@@ -22,6 +22,7 @@ from assistant.paths import resolve_model_source
 from assistant.processing import load_processor
 from assistant.qformer import expose_backbone, is_qformer_model
 from assistant.threads import apply_threads
+from training.grad_filter import GradientFilter
 from training.grounding import GroundingMixin, TokenGrounding
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,16 @@ class DataArgs:
         },
     )
     grounding_weight: float = field(default=0.0, metadata={"help": "Weight of the grounding loss (0: off)."})
+    grad_filter_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "With a value in (0, 1), each step adds grad_filter_lambda times an average of the gradients "
+            "with this decay to the gradient (Grokfast; training/grad_filter.py). 0: off."
+        },
+    )
+    grad_filter_lambda: float = field(
+        default=2.0, metadata={"help": "The filter's gain (with grad_filter_alpha)."}
+    )
     threads: int = field(
         default=0,
         metadata={
@@ -93,6 +104,8 @@ class DataArgs:
         unknown = set(self.train_parts) - set(PARTS)
         if unknown:
             raise ConfigError(f"unknown train_parts {sorted(unknown)}; choose from {sorted(PARTS)}")
+        if self.grad_filter_alpha:
+            GradientFilter(self.grad_filter_alpha, self.grad_filter_lambda)  # checks both
         if self.vision_lr_scale <= 0:
             raise ConfigError(f"vision_lr_scale must be > 0, got {self.vision_lr_scale}")
         if self.vision_lr_scale != 1.0 and "vision_tower" not in self.train_parts:
@@ -362,6 +375,8 @@ def make_stage_trainer(model, processor, data_args: DataArgs, **kwargs) -> Stage
         raise ConfigError("vision_lr_scale applies to full fine-tuning; use it without --use_peft")
     trainer = StageTrainer(model=model, processing_class=processor, **kwargs)
     trainer.vision_lr_scale = data_args.vision_lr_scale
+    if data_args.grad_filter_alpha:
+        trainer.add_callback(GradientFilter(data_args.grad_filter_alpha, data_args.grad_filter_lambda))
     if data_args.grounding_weight > 0:
         if kwargs.get("peft_config") is not None:
             raise ConfigError("the grounding loss trains the connector in full; use it without --use_peft")

@@ -201,6 +201,48 @@ def test_vision_lr_scale_without_the_tower_trainable_is_refused():
         sft.SFTScriptArgs(dataset="x", vision_lr_scale=0.1)
 
 
+def test_the_gradient_filter_adds_its_gain_times_the_average_of_past_gradients():
+    from training.grad_filter import GradientFilter
+
+    layer = torch.nn.Linear(2, 1, bias=False)
+    gradient_filter = GradientFilter(alpha=0.5, lam=2.0)
+    filtered = []
+    for gradient in ([1.0, 0.0], [0.0, 1.0]):
+        layer.weight.grad = torch.tensor([gradient])
+        gradient_filter.on_pre_optimizer_step(None, None, None, model=layer)
+        filtered.append(layer.weight.grad[0].tolist())
+    # step 1: the average is the gradient, so g + 2g; step 2: average 0.5 * [1, 0] + 0.5 * [0, 1]
+    assert filtered == [[3.0, 0.0], [1.0, 2.0]]
+
+
+def test_a_stage_with_the_gradient_filter_takes_other_steps_than_one_without(
+    tmp_path, toy_data, tiny_model_dir
+):
+    """The filter is taken from the stage's arguments: the same steps move the weights differently with it on."""
+
+    def trained(alpha: float, name: str) -> dict[str, torch.Tensor]:
+        out = sft.main(
+            sft.SFTScriptArgs(dataset=str(toy_data["instruct"]), max_samples=8, grad_filter_alpha=alpha),
+            train_config(SFTConfig, tmp_path / name, max_steps=4, learning_rate=1e-3),
+            ModelConfig(model_name_or_path=str(tiny_model_dir)),
+        )
+        return weights(out)
+
+    before, plain, filtered = weights(tiny_model_dir), trained(0.0, "plain"), trained(0.9, "filtered")
+    assert changed(before, filtered, "language_model.")
+    assert changed(plain, filtered, "language_model.")
+    assert not changed(before, filtered, "vision_tower.")
+
+
+def test_a_gradient_filter_out_of_range_is_refused():
+    from assistant.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"grad_filter_alpha must be in \(0, 1\)"):
+        sft.SFTScriptArgs(dataset="x", grad_filter_alpha=1.5)
+    with pytest.raises(ConfigError, match="grad_filter_lambda must be > 0"):
+        sft.SFTScriptArgs(dataset="x", grad_filter_alpha=0.98, grad_filter_lambda=0.0)
+
+
 def test_sample_lengths_count_text_and_image_tokens_close_to_the_processors(toy_data, tiny_model_dir):
     from assistant.inference import normalize_messages
     from assistant.processing import load_processor
