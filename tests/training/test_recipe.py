@@ -175,6 +175,33 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
         recipe.RecipeArgs(continue_from=str(tmp_path), focus_task="color_all")
 
 
+def test_smoke_recipe_without_stage_2_starts_its_focus_phase_from_stage_1(tmp_path):
+    work = tmp_path / "toy"
+    final = recipe.main(
+        [
+            *("--workdir", str(work), "--smoke", "--no-install", "--skip_stage2", "--ship", "sft"),
+            *("--focus_task", "color_all", "--refresh_task", "instruct_many_compare3"),
+        ]
+    )
+    assert final == work / "final_sft"
+    assert not any((work / name).exists() for name in ("stage2", "data/instruct", "evals/stage2"))
+    focus = yaml.safe_load((work / "configs" / "sft_focus.yaml").read_text())
+    assert focus["model_name_or_path"] == f"{work}/stage1"
+    before, after = (
+        load_file(work / "stage1" / "model.safetensors"),
+        load_file(work / "stage2b" / "model.safetensors"),
+    )
+    assert any(
+        not torch.equal(before[k], after[k]) for k in before
+    )  # the focus stage trained stage 1's model
+    assert "ocr_hints" in json.loads((work / "data" / "refresh" / "manifest.json").read_text())
+    built = json.loads((work / "build_seconds.json").read_text())
+    assert built["seconds"] > 0 and "stage2_units" not in built  # no stage 2 to measure the build by
+    assert "| stage2c |" in (final / "README.md").read_text()
+    with pytest.raises(ValueError, match="add --focus_task and --refresh_task"):
+        recipe.RecipeArgs(skip_stage2=True, focus_task="color_all")
+
+
 @pytest.mark.slow  # test time: the GRPO stage, its merge and evals on top of the smoke recipe above
 def test_smoke_recipe_with_grpo_ships_the_grpo_model_beside_dpo(tmp_path):
     work = ["--workdir", str(tmp_path / "toy"), "--smoke", "--no-install", "--grpo", "--ship", "grpo"]
