@@ -10,14 +10,10 @@ from a checkpoint starts them again from the first gradient it sees."""
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from transformers import TrainerCallback
 
 from assistant.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 class GradientFilter(TrainerCallback):

@@ -144,9 +144,9 @@ class RecipeArgs:
         metadata={
             "help": "Start the focus phase from stage 1: no stage 2 and no stage-2 data (2c's, --refresh_task, "
             "takes its place at the end). Needs --focus_task and --refresh_task. Session 51: `color_all`'s lookup "
-            "formed at step 1,400 from stage 1 against 1,600 from stage 2 on the same lineage, and the one run's model lost "
-            "shape by colour (0.29 through the API): not adopted (docs/recipe.md). The build's stage-2 units are then "
-            "not known from the run itself."
+            "formed at step 1,400 from stage 1 against 1,600 from stage 2 on the same lineage, and the one run's "
+            "model lost shape by colour (0.29 through the API): not adopted (docs/recipe.md). The build's stage-2 "
+            "units are then not known from the run itself."
         },
     )
     ship: str = field(
