@@ -384,7 +384,10 @@ def build_time(seconds: float, stage2: float | None) -> dict[str, float]:
     return {"seconds": seconds, "stage2_seconds": stage2, "stage2_units": round(seconds / stage2, 2)}
 
 
-def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
+def make_data(args: RecipeArgs, work: Path, cpus_taken: int = 0) -> dict[str, Path]:
+    """The run's data sets under work/data (each reused where already made with the same task, seeds and hints).
+    `cpus_taken`: CPUs another job of the run holds meanwhile (stage 0 beside it), left out of the rendering
+    processes."""
     from assistant.toyworld import make_dataset
 
     plan = {  # name: (task, n, first seed, eval split); training seed ranges never overlap
@@ -434,9 +437,9 @@ def make_data(args: RecipeArgs, work: Path) -> dict[str, Path]:
                 log.info("data %s: the same set as %s, copied", name, same)
             else:
                 if workers is None:
-                    from assistant.threads import choose_workers
+                    from assistant.threads import choose_workers, cpu_quota, usable_cpus
 
-                    workers = choose_workers()
+                    workers = choose_workers(cpus=max(1, usable_cpus(quota=cpu_quota()) - cpus_taken))
                     log.info("data: processes rendering images: %s", workers)
                 make_dataset(path, task=task, n=n, seed=seed, eval_split=eval_split, workers=workers.threads)
             built = True
@@ -639,8 +642,61 @@ def evaluate(
     return results
 
 
+class Stage0Job:
+    """Stage 0 (`training/bootstrap.py`) in a process of its own, started before the data step so that the two run
+    side by side. Stage 0 trains at a fixed thread count (one in configs/toy/bootstrap.yaml: its weights depend on
+    it), which leaves the other core of a two-core machine to the data step's rendering and OCR hints; its weights
+    are the same as when it runs alone (the process starts fresh and seeds everything itself). Session 52: the data
+    step and stage 0 took 394 s + 718 s one after the other on session 50's machine (docs/recipe.md)."""
+
+    def __init__(self, config: tuple):
+        import multiprocessing
+
+        self.threads = max(1, config[0].threads or torch.get_num_threads())
+        self.start = time.perf_counter()
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=_stage0_main, args=(config, logging.getLogger().getEffectiveLevel()), name="stage0"
+        )
+        self.process.start()
+        log.info(
+            "stage 0: started beside the data step (process %d, %d torch threads)",
+            self.process.pid,
+            self.threads,
+        )
+
+    def wait(self) -> None:
+        self.process.join()
+        if self.process.exitcode != 0:
+            raise RuntimeError(
+                f"stage 0 failed in its process (exit code {self.process.exitcode}); its traceback is in the log "
+                "above. Fix it and run the recipe again: the data sets made are reused"
+            )
+        log.info("stage 0: done in %.0f s (beside the data step)", time.perf_counter() - self.start)
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+
+
+def _stage0_main(config: tuple, level: int) -> None:
+    """Stage0Job's process: bootstrap.main on `config`, logging at the recipe's level."""
+    from training import bootstrap
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bootstrap.main(*config)
+
+
+def smoke_sizes(args: RecipeArgs) -> None:
+    """With --smoke, the data sets' and evals' sizes cut to a handful (in place)."""
+    if args.smoke:
+        args.n_caption, args.n_instruct, args.n_preference, args.n_eval, args.eval_limit = 16, 16, 8, 6, 6
+        args.n_rl = args.n_focus = args.n_refresh = 8
+        args.probe_n = min(args.probe_n, 8)
+
+
 def run(args: RecipeArgs) -> Path:
-    from training import bootstrap, dpo, merge, pretrain, sft
+    from training import dpo, merge, pretrain, sft
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -665,17 +721,24 @@ def run(args: RecipeArgs) -> Path:
             threads_file.write_text(json.dumps(threads, indent=1))
         return result
 
-    if args.smoke:
-        args.n_caption, args.n_instruct, args.n_preference, args.n_eval, args.eval_limit = 16, 16, 8, 6, 6
-        args.n_rl = args.n_focus = args.n_refresh = 8
-        args.probe_n = min(args.probe_n, 8)
-    data = timed("data", make_data, args, work)
-
+    smoke_sizes(args)
     extra = args.stage_overrides()
     earlier = Path(args.continue_from).parent if args.continue_from else None
     stage0 = (earlier or work) / "stage0"
+    stage0_job = None
     if not earlier and not (stage0 / "stage0_report.json").is_file():
-        timed("stage0", bootstrap.main, *stage0_config(work, args.seed, args.smoke, extra.get("bootstrap")))
+        stage0_job = Stage0Job(stage0_config(work, args.seed, args.smoke, extra.get("bootstrap")))
+    try:
+        data = timed("data", make_data, args, work, stage0_job.threads if stage0_job else 0)
+    except BaseException:
+        if stage0_job:
+            stage0_job.stop()
+        raise
+    if stage0_job:
+        # the seconds stage 0 adds after the data step, so that a build's timings still add up to its wall time
+        timed("stage0_after_data", stage0_job.wait)
+        threads["stage0_after_data"] = stage0_job.threads
+        threads_file.write_text(json.dumps(threads, indent=1))
     report_file = stage0 / "stage0_report.json"
     stage0_report = json.loads(report_file.read_text()) if report_file.is_file() else {}
 
@@ -870,7 +933,7 @@ def run(args: RecipeArgs) -> Path:
     return shipped
 
 
-def main(argv: list[str] | None = None) -> Path:
+def parse_args(argv: list[str] | None = None) -> RecipeArgs:
     parser = argparse.ArgumentParser(description="Build the embedded default model with the toy recipe.")
     for f in RecipeArgs.__dataclass_fields__.values():
         if f.name == "set":
@@ -888,8 +951,12 @@ def main(argv: list[str] | None = None) -> Path:
             parser.add_argument(
                 f"--{f.name}", type=type(f.default), default=f.default, help=f.metadata["help"]
             )
+    return RecipeArgs(**vars(parser.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(RecipeArgs(**vars(parser.parse_args(argv))))
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,15 @@ def refer_by_color(scene: Scene, obj: ObjectGT) -> str | None:
     return _refer(scene, obj, "color")
 
 
+def refer_by_color_only(scene: Scene, obj: ObjectGT) -> str | None:
+    """A name for `obj` that does not give its shape away: its colour, else its size and colour, if either is
+    unique ("red", "small red")."""
+    if rel.count(scene, color=obj.color) == 1:
+        return obj.color
+    same = [o for o in scene.objects if o.color == obj.color and o.size == obj.size]
+    return f"{obj.size} {obj.color}" if len(same) == 1 else None
+
+
 def pick_by_shape(scene: Scene, ctx: TaskContext) -> tuple[ObjectGT, str] | None:
     """A random object that `refer_by_shape` can name, with that name."""
     return _pick_named(scene, ctx, "size")

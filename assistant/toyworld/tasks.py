@@ -23,6 +23,7 @@ from .questions import (
     exists_question,
     pick_by_shape,
     refer_by_color,
+    refer_by_color_only,
     refer_by_shape,
     relation_question,
     total_count_question,
@@ -180,6 +181,25 @@ def _keyed_colors(scene: Scene, ctx: TaskContext) -> list[QA]:
             turns.append(QA(phrase(ctx.rng, "color", name=name), obj.color, "color", "color"))
     ctx.rng.shuffle(turns)
     return turns
+
+
+def _keyed_shapes(scene: Scene, ctx: TaskContext) -> list[QA]:
+    """The shape of every object its colour (or size + colour) names, one turn each in random order: "What shape is
+    the red object?", the reverse of `_keyed_colors`. `instruct`'s shape questions form this lookup in stage 2, and
+    without stage 2 no later stage asked it: shape through the API 0.29 (arm NS, docs/recipe.md, session 51)."""
+    turns = []
+    for obj in scene.objects:
+        name = refer_by_color_only(scene, obj)
+        if name:
+            turns.append(QA(phrase(ctx.rng, "shape", name=f"{name} object"), obj.shape, "shape", "shape"))
+    ctx.rng.shuffle(turns)
+    return turns
+
+
+def _shape_all(scene: Scene, ctx: TaskContext) -> list[Record]:
+    """`_keyed_shapes`' turns as one conversation; none for a scene without an object its colour names."""
+    turns = _keyed_shapes(scene, ctx)
+    return [Conversation(scene.seed, tuple(turns), "shape_all")] if turns else []
 
 
 def _keyed(scene: Scene, ctx: TaskContext) -> list[Record]:
@@ -556,6 +576,12 @@ _instruct_many_sized = _instruct_many_with(_color_size_detail)
 _instruct_many_compare = _instruct_many_with(_color_size_compare_detail)
 _instruct_many_compare3 = _instruct_many_with(_color_size_compare_detail, 3)
 _instruct_many_compare2 = _instruct_many_with(_color_size_compare_detail, 2)
+# `instruct_many_compare3` with a `shape_all` conversation (opened by a description half the time) for one scene in
+# four: stage 2c's data for a run without stage 2 (`--skip_stage2`), whose `instruct` set is where the shape-by-colour
+# lookup formed (docs/recipe.md, session 52)
+_instruct_many_compare3_shapes = _one_in(
+    4, _detail_opened(_shape_all, "detail_many", "shape_detail"), _instruct_many_compare3
+)
 
 
 def _or_else(first: Callable, rest: Callable) -> Callable:
@@ -812,6 +838,19 @@ TASKS: dict[str, TaskSpec] = {
             _instruct_many_compare3,
             "instruct_many_compare, with its color_size_compare conversation for one scene in three of the rest "
             "instead of one in six (the shipped run's stage-2c data; it keeps colour by size through 2c).",
+        ),
+        TaskSpec(
+            "shape_all",
+            "conversation",
+            _shape_all,
+            "The shape of every object its colour (or size and colour) names: the reverse of color_all's lookup.",
+        ),
+        TaskSpec(
+            "instruct_many_compare3_shapes",
+            "conversation",
+            _instruct_many_compare3_shapes,
+            "instruct_many_compare3, with a shape_all conversation (opened by a description half the time) for one "
+            "scene in four: stage 2c's data for a run without stage 2 (--skip_stage2).",
         ),
         TaskSpec(
             "instruct_many_multiples",

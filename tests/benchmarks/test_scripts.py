@@ -15,6 +15,7 @@ from benchmarks import (
     gpu,
     ocr_hints,
     preprocess,
+    recipe_start,
     serve,
     toyworld_data,
     train,
@@ -127,6 +128,18 @@ def test_train_batching_quick_compares_samplers_against_the_baseline(tiny_model_
     assert all(r["samples_per_s"] > 0 for r in rows.values())
     assert rows["group_by_length", 1]["real_token_share"] > rows["random", 1]["real_token_share"]
     assert json.loads(out.read_text())["baseline"] == "random sampler, 1 thread(s)"
+
+
+def test_recipe_start_quick_runs_stage_0_beside_the_data_step_to_the_same_bytes(tmp_path):
+    out = tmp_path / "recipe_start.json"
+    report = recipe_start.main(
+        recipe_start.parse_args(["--quick", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    )  # main raises where the two arms' weights, tokenizer or data differ
+    assert report["identical"] == {"stage0": True, "tokenizer": True, "data": True}
+    assert set(report["side_by_side_s"]) == {"data", "stage0_after_data", "total"}
+    assert report["one_after_the_other_s"]["stage0"] > 0 and report["speedup"] > 0
+    assert (tmp_path / "work" / "side_by_side" / "stage0" / "vision" / "model.safetensors").is_file()
+    assert json.loads(out.read_text())["identical"]["stage0"]
 
 
 def test_ocr_hints_quick_reads_in_one_and_two_processes_alike(tmp_path):

@@ -510,6 +510,36 @@ def test_color_position_detail_asks_color_all_and_position_all_of_a_scene_in_one
     assert abs(n_position / sum(len(c.turns) for c in positions.values()) - 1) < 0.1
 
 
+def test_shape_all_asks_the_shape_of_every_object_its_colour_names():
+    convs = build_records("shape_all", scenes(), 0)
+    seeds = by_seed()
+    assert sum(len(c.turns) for c in convs) >= 2 * len(convs)
+    for conv in convs:
+        objects = seeds[conv.scene_seed].objects
+        asked = []
+        for qa in conv.turns:
+            assert qa.task == "shape" and not any(re.search(rf"\b{s}\b", qa.question) for s in SHAPES)
+            # the name is the colour, or size + colour, and picks out exactly one object: the answer is its shape
+            sized = [o for o in objects if f"{o.size} {o.color} object" in qa.question]
+            hits = sized or [o for o in objects if re.search(rf"\b{o.color} object\b", qa.question)]
+            assert len(hits) == 1 and qa.answer == hits[0].shape
+            asked.append(hits[0])
+        assert len(set(map(id, asked))) == len(asked)  # no object asked twice
+        # every object its colour alone names is asked
+        lone = [o for o in objects if count(seeds[conv.scene_seed], color=o.color) == 1]
+        assert all(any(o is a for a in asked) for o in lone)
+
+
+def test_instruct_many_compare3_shapes_gives_one_scene_in_four_a_shape_conversation():
+    convs = build_records("instruct_many_compare3_shapes", scenes("standard", 400), 0)
+    tasks = Counter(c.task for c in convs)
+    assert 0.15 < tasks["shape_detail"] / len(convs) < 0.35
+    shape = [c for c in convs if c.task == "shape_detail"]
+    assert all(qa.task == "shape" for c in shape for qa in c.turns[c.turns[0].task == "detail" :])
+    assert 0.3 < sum(c.turns[0].task == "detail" for c in shape) / len(shape) < 0.7
+    assert {"color_size_compare", "position_detail", "instruct_many"} <= set(tasks)  # compare3's for the rest
+
+
 def test_instruct_many_keyed_adds_a_color_conversation_to_instruct_many_pos():
     convs = build_records("instruct_many_keyed", scenes("standard", 400), 0)
     tasks = Counter(c.task for c in convs)

@@ -44,7 +44,7 @@ def test_smoke_recipe_builds_a_loadable_model_with_a_model_card(tmp_path):
     assert sum(p.stat().st_size for p in final.glob("*.safetensors")) < 25e6
     # a second run finds every stage and eval complete, and the card keeps the times of the first
     timings = json.loads((tmp_path / "toy" / "timings.json").read_text())
-    assert {"data", "stage0", "stage1", "stage2", "stage3", "eval_final"} <= set(timings)
+    assert {"data", "stage0_after_data", "stage1", "stage2", "stage3", "eval_final"} <= set(timings)
     threads = json.loads((tmp_path / "toy" / "threads.json").read_text())
     assert set(threads) == set(timings) and all(n >= 1 for n in threads.values())
     assert '"torch threads by step"' in card
