@@ -84,7 +84,8 @@ endif
 # lookup had not formed after 4,100 steps (D8: 1,000). On D5's stages 0-2 and D8's 2b..2b4 (session 49) its 2b5 is
 # MP's bit for bit and its model gives MP's figures through the API. Whole, from nothing, on another machine (session
 # 50, an Intel Xeon): 6,097 s, 13.3 stage-2 units (D8's lineage ~10.1): the lookup formed at 1,600 steps and
-# position's relations at 4,600 (D8: 1,800). Not shipped: below the chain's model on colour by size in crowds and
+# position's relations at 4,600 (D8: 1,800); since session 52 stage 0 trains beside the data step (~0.7 units less
+# there, benchmarks/recipe_start.py). Not shipped: below the chain's model on colour by size in crowds and
 # size (docs/recipe.md, "What to try next")
 ONE_RUN_FOCUS = --focus_task color_all:6,dense_detail:1,position_all:6,dense_detail:1,multiples_position:1:8000 \
 	--focus_check stage2b=color:0.75,stage2b3=position:0.75 \
