@@ -646,8 +646,9 @@ class Stage0Job:
     """Stage 0 (`training/bootstrap.py`) in a process of its own, started before the data step so that the two run
     side by side. Stage 0 trains at a fixed thread count (one in configs/toy/bootstrap.yaml: its weights depend on
     it), which leaves the other core of a two-core machine to the data step's rendering and OCR hints; its weights
-    are the same as when it runs alone (the process starts fresh and seeds everything itself). Session 52: the data
-    step and stage 0 took 394 s + 718 s one after the other on session 50's machine (docs/recipe.md)."""
+    are the same as when it runs alone (the process starts fresh and seeds everything itself). Session 52, the one
+    run's data step and stage 0 on an idle 2-core Intel machine: 643 s side by side against 965 s one after the
+    other, the same bytes (`python -m benchmarks.recipe_start`; docs/recipe.md)."""
 
     def __init__(self, config: tuple):
         import multiprocessing
