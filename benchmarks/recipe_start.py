@@ -84,12 +84,8 @@ def side_by_side(recipe_args: str, work: Path) -> dict[str, float]:
 
     args, config = prepared(recipe_args, work)
     start = time.perf_counter()
-    job = recipe.Stage0Job(config)
-    try:
+    with recipe.Stage0Job(config) as job:
         recipe.make_data(args, work, job.threads)
-    except BaseException:
-        job.stop()
-        raise
     data = time.perf_counter() - start
     job.wait()
     total = time.perf_counter() - start

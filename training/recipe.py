@@ -11,6 +11,7 @@ evals package, blind baseline included, and go into the model card (README.md in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -674,8 +675,12 @@ class Stage0Job:
             )
         log.info("stage 0: done in %.0f s (beside the data step)", time.perf_counter() - self.start)
 
-    def stop(self) -> None:
-        if self.process.is_alive():
+    def __enter__(self) -> Stage0Job:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        """The work done beside stage 0 failed (or was interrupted): stop stage 0 too."""
+        if kind is not None and self.process.is_alive():
             self.process.terminate()
             self.process.join()
 
@@ -729,12 +734,8 @@ def run(args: RecipeArgs) -> Path:
     stage0_job = None
     if not earlier and not (stage0 / "stage0_report.json").is_file():
         stage0_job = Stage0Job(stage0_config(work, args.seed, args.smoke, extra.get("bootstrap")))
-    try:
+    with stage0_job or contextlib.nullcontext():
         data = timed("data", make_data, args, work, stage0_job.threads if stage0_job else 0)
-    except BaseException:
-        if stage0_job:
-            stage0_job.stop()
-        raise
     if stage0_job:
         # the seconds stage 0 adds after the data step, so that a build's timings still add up to its wall time
         timed("stage0_after_data", stage0_job.wait)

@@ -75,10 +75,7 @@ def refer_by_color(scene: Scene, obj: ObjectGT) -> str | None:
 def refer_by_color_only(scene: Scene, obj: ObjectGT) -> str | None:
     """A name for `obj` that does not give its shape away: its colour, else its size and colour, if either is
     unique ("red", "small red")."""
-    if rel.count(scene, color=obj.color) == 1:
-        return obj.color
-    same = [o for o in scene.objects if o.color == obj.color and o.size == obj.size]
-    return f"{obj.size} {obj.color}" if len(same) == 1 else None
+    return _refer(scene, obj, "size", key="color")
 
 
 def pick_by_shape(scene: Scene, ctx: TaskContext) -> tuple[ObjectGT, str] | None:
@@ -86,13 +83,15 @@ def pick_by_shape(scene: Scene, ctx: TaskContext) -> tuple[ObjectGT, str] | None
     return _pick_named(scene, ctx, "size")
 
 
-def _refer(scene: Scene, obj: ObjectGT, extra: str) -> str | None:
-    """ "star", else "<extra> star" (extra: "color" or "size"), whichever names only `obj`."""
-    if rel.count(scene, shape=obj.shape) == 1:
-        return obj.shape
+def _refer(scene: Scene, obj: ObjectGT, extra: str, key: str = "shape") -> str | None:
+    """ "star", else "<extra> star" (extra: "color" or "size"), whichever names only `obj`; with `key="color"`,
+    "red", else "<extra> red"."""
+    named = getattr(obj, key)
+    if rel.count(scene, **{key: named}) == 1:
+        return named
     value = getattr(obj, extra)
-    same = [o for o in scene.objects if o.shape == obj.shape and getattr(o, extra) == value]
-    return f"{value} {obj.shape}" if len(same) == 1 else None
+    same = [o for o in scene.objects if getattr(o, key) == named and getattr(o, extra) == value]
+    return f"{value} {named}" if len(same) == 1 else None
 
 
 def _pick_named(scene: Scene, ctx: TaskContext, extra: str) -> tuple[ObjectGT, str] | None:

@@ -175,6 +175,14 @@ def test_smoke_recipe_with_two_focus_stages_starts_dpo_from_its_refreshed_model(
         recipe.RecipeArgs(continue_from=str(tmp_path), focus_task="color_all")
 
 
+def test_stage_0_beside_a_data_step_that_fails_is_stopped_with_it(tmp_path):
+    job = recipe.Stage0Job(recipe.stage0_config(tmp_path, 0, True))
+    with pytest.raises(KeyError, match="the data step failed"), job:
+        raise KeyError("the data step failed")
+    assert not job.process.is_alive() and job.process.exitcode != 0
+    assert not (tmp_path / "stage0" / "stage0_report.json").is_file()
+
+
 def test_smoke_recipe_without_stage_2_starts_its_focus_phase_from_stage_1(tmp_path):
     work = tmp_path / "toy"
     final = recipe.main(
