@@ -201,13 +201,18 @@ class AtomicCheckpointMixin:
 
         run_dir = Path(self._get_output_dir(trial=trial))
         staging_root = run_dir / ".staging"
-        shutil.rmtree(staging_root, ignore_errors=True)
+        if self.args.should_save:
+            shutil.rmtree(staging_root, ignore_errors=True)
+        # a distributed run's processes each write their share (their RNG state) into the staging directory: it is
+        # emptied before any writes and moved only once every process has written
+        self.accelerator.wait_for_everyone()
         real_get_output_dir = self._get_output_dir
         self._get_output_dir = lambda trial=None: str(staging_root)
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self._get_output_dir = real_get_output_dir
+        self.accelerator.wait_for_everyone()
         if self.args.should_save:
             name = f"checkpoint-{self.state.global_step}"
             for path in (staging_root / name).rglob("*"):
@@ -300,10 +305,19 @@ def _parts(content) -> list[dict]:
 class ShuffledBatchesSampler(torch.utils.data.Sampler):
     """transformers' length grouping (shuffle, cut into mega-batches of 50 batches, sort each by length, longest
     first), with the batches then put in a random order: sorted, each stretch of 50 steps would run from the longest
-    conversations (descriptions) to the shortest (one-word answers), and the run would end on the shortest."""
+    conversations (descriptions) to the shortest (one-word answers), and the run would end on the shortest.
 
-    def __init__(self, batch_size: int, lengths: list[int]):
+    One process draws from torch's global generator (as every run before session 53 did). Processes of a distributed
+    run each draw the same order from a `generator` of their own, seeded alike: accelerate hands every process its
+    share of each batch from that order (and keeps a sampler's `generator` in step across processes), where the
+    global generator's state could drift apart between processes that ran different batches."""
+
+    def __init__(self, batch_size: int, lengths: list[int], generator: torch.Generator | None = None):
         self.batch_size, self.lengths = batch_size, lengths
+        if (
+            generator is not None
+        ):  # only then: accelerate gives a sampler with a `generator` attribute one of its own
+            self.generator = generator
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -311,9 +325,12 @@ class ShuffledBatchesSampler(torch.utils.data.Sampler):
     def __iter__(self):
         from transformers.trainer_pt_utils import get_length_grouped_indices
 
-        indices = get_length_grouped_indices(self.lengths, self.batch_size)
+        generator = getattr(self, "generator", None)
+        indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
         batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
-        return iter([i for b in torch.randperm(len(batches)).tolist() for i in batches[b]])
+        return iter(
+            [i for b in torch.randperm(len(batches), generator=generator).tolist() for i in batches[b]]
+        )
 
 
 class LengthGroupingMixin:
@@ -358,8 +375,12 @@ class LengthGroupingMixin:
         log.info(
             "grouping batches by length: %d rows, %d-%d tokens", len(lengths), min(lengths), max(lengths)
         )
+        # a batch is grouped whole (every process's share of it alike in length, so none waits on another's)
+        world = self.args.world_size
         return ShuffledBatchesSampler(
-            self.args.train_batch_size * self.args.gradient_accumulation_steps, lengths
+            self.args.train_batch_size * self.args.gradient_accumulation_steps * world,
+            lengths,
+            torch.Generator().manual_seed(self.args.seed) if world > 1 else None,
         )
 
 
@@ -404,9 +425,16 @@ def save_final(trainer, processor, output_dir: str | Path, peft: bool) -> Path:
     """The finished stage as one directory: a full model (loads everywhere) or an adapter plus the processor."""
     out = Path(output_dir)
     trainer.save_state()  # trainer_state.json with the loss history, beside the weights
+    first = (
+        trainer.is_world_process_zero()
+    )  # one process writes: a distributed run's others hold the same weights
     if peft:
-        trainer.save_model(str(out))  # adapter weights + adapter_config.json
-        processor.save_pretrained(out)
-    else:
+        trainer.save_model(
+            str(out)
+        )  # adapter weights + adapter_config.json (the Trainer's own first process)
+        if first:
+            processor.save_pretrained(out)
+    elif first:
         save_model(trainer.model, processor, out)
+    trainer.accelerator.wait_for_everyone()  # no process reads the stage before it is whole
     return out

@@ -108,12 +108,14 @@ def main(script: PretrainScriptArgs, train: SFTConfig, model_args: ModelConfig) 
             raise ConfigError(
                 "give either --vision/--language (assemble) or --model_name_or_path (continue), not both"
             )
-        model_args.model_name_or_path = assemble(script, Path(train.output_dir) / "assembled", train.seed)
+        with train.main_process_first(desc="assembling the model"):  # the others then load what it wrote
+            model_args.model_name_or_path = assemble(script, Path(train.output_dir) / "assembled", train.seed)
     model, processor = load_model_for_training(model_args, script)
     dataset, report = load_sft_dataset(
         script.dataset, script.image_root, script.max_skip_share, script.max_samples
     )
-    report.save(train.output_dir)
+    if train.process_index == 0:
+        report.save(train.output_dir)
     trainer = make_stage_trainer(model, processor, script, args=train, train_dataset=dataset)
     trainer.train(resume_from_checkpoint=resume_checkpoint(train.output_dir, train.resume_from_checkpoint))
     out = save_final(trainer, processor, train.output_dir, peft=False)

@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +28,7 @@ import torch
 import yaml
 from trl import DPOConfig, ModelConfig, SFTConfig, TrlParser
 
+from assistant.errors import ConfigError
 from assistant.modeling import CONNECTORS
 from assistant.paths import DEFAULT_MODEL_DIR
 
@@ -150,6 +153,16 @@ class RecipeArgs:
             "units are then not known from the run itself."
         },
     )
+    processes: int = field(
+        default=1,
+        metadata={
+            "help": "CPU processes each supervised stage (1, 2 and the focus phase) trains in: above 1, `accelerate "
+            "launch` runs it data-parallel over gloo, each process at its share of the stage's threads and batch (the "
+            "batch a step sees is unchanged; it must split evenly). Two processes of one thread train 1.18x as fast "
+            "as one of two threads on a 2-core machine (benchmarks/recipe_processes.py); the weights differ from one "
+            "process's as another batch order's would (docs/recipe.md, session 53)."
+        },
+    )
     ship: str = field(
         default="dpo",
         metadata={
@@ -225,6 +238,8 @@ class RecipeArgs:
             raise ValueError("continue_from has no stages 1 and 2 to skip; drop --skip_stage2")
         if self.refresh_task and not self.focus_task:
             raise ValueError("refresh_task sets stage 2c's data, which runs only with --focus_task; add one")
+        if self.processes < 1:
+            raise ValueError(f"processes must be >= 1, got {self.processes}")
         if self.connector not in CONNECTORS:
             raise ValueError(f"unknown connector {self.connector!r}; choose from {sorted(CONNECTORS)}")
         if self.install is None:
@@ -600,6 +615,51 @@ def stage_config(name: str, work: Path, parsers: tuple, saved_as: str = "", **ov
     return TrlParser(parsers).parse_args_and_config(args=["--config", str(path)])
 
 
+def free_port() -> int:
+    """A loopback TCP port free now, for a launched stage's processes to meet on (arms run side by side)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_stage(script: str, name: str, work: Path, processes: int, saved_as: str, overrides: dict) -> str:
+    """Train a stage as `accelerate launch` would from the shell: `processes` CPU processes over gloo
+    (configs/accelerate/cpu_ddp2.yaml), each with its share of the stage's threads and of its batch, so that a step
+    sees the batch the YAML names. The config as run is kept as work/configs/NAME.yaml, as `stage_config` keeps it.
+    Returns the threads as run ("2x1": two processes of one thread)."""
+    config = stage_yaml(name, work, **overrides)
+    batch = int(config.get("per_device_train_batch_size", 8))
+    if batch % processes:
+        raise ConfigError(
+            f"{name}: its batch of {batch} does not split over {processes} processes; give --processes a divisor "
+            f"of it or --set {name}.per_device_train_batch_size=N"
+        )
+    from assistant.threads import usable_cpus
+
+    threads = max(1, int(config.get("threads") or usable_cpus()) // processes)
+    config.update(per_device_train_batch_size=batch // processes, threads=threads)
+    path = work / "configs" / f"{saved_as or name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(ROOT / "configs" / "accelerate" / "cpu_ddp2.yaml"),
+        "--num_processes", str(processes), "--main_process_port", str(free_port()),
+        str(ROOT / "training" / f"{script}.py"), "--config", str(path),
+    ]  # fmt: skip
+    log.info("%s: %d processes of %d thread(s): %s", name, processes, threads, " ".join(command))
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, check=False)
+    if done.returncode:
+        raise RuntimeError(
+            f"{saved_as or name} failed in its {processes} training processes (exit {done.returncode}); their log "
+            f"is above. The config they ran is {path}; fix the cause and rerun the recipe (finished stages are "
+            "kept), or run the stage alone with `accelerate launch ... --config` on that file"
+        )
+    return f"{processes}x{threads}"
+
+
 def evaluate(
     model_dir: Path, data: dict[str, Path], out: Path, limit: int, blind: bool, probe_n: int = 0
 ) -> dict:
@@ -711,7 +771,7 @@ def run(args: RecipeArgs) -> Path:
     timings: dict[str, float] = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
     # the torch threads each step ran with (each training stage chooses its own: assistant/threads.py)
     threads_file = work / "threads.json"
-    threads: dict[str, int] = json.loads(threads_file.read_text()) if threads_file.is_file() else {}
+    threads: dict[str, int | str] = json.loads(threads_file.read_text()) if threads_file.is_file() else {}
     metrics: dict[str, dict] = {}
 
     def timed(name: str, fn, *a):
@@ -852,7 +912,15 @@ def run(args: RecipeArgs) -> Path:
                 **pinned.get(out_name, {}),
             }
             saved_as = out_name if out_name in pinned and out_name != "stage2b" else ""
-            timed(out_name, main, *stage_config(config_name, work, parsers, saved_as, **settings))
+            script = {pretrain.main: "pretrain", sft.main: "sft"}.get(main)  # DPO stays in this process
+            if args.processes > 1 and script:  # in processes of their own, as `accelerate launch` runs them
+                ran = timed(
+                    out_name, launch_stage, script, config_name, work, args.processes, saved_as, settings
+                )
+                threads[out_name] = ran
+                threads_file.write_text(json.dumps(threads, indent=1))
+            else:
+                timed(out_name, main, *stage_config(config_name, work, parsers, saved_as, **settings))
         if out_name != "stage3":
             metrics[out_name] = timed(
                 f"eval_{out_name}",

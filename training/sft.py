@@ -82,7 +82,8 @@ def main(script: SFTScriptArgs, train: SFTConfig, model_args: ModelConfig) -> Pa
     dataset, report = load_sft_dataset(
         script.dataset, script.image_root, script.max_skip_share, script.max_samples
     )
-    report.save(train.output_dir)
+    if train.process_index == 0:
+        report.save(train.output_dir)
     trainer = make_stage_trainer(
         model,
         processor,

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import yaml
 
 from benchmarks import (
     connectors,
@@ -15,6 +16,7 @@ from benchmarks import (
     gpu,
     ocr_hints,
     preprocess,
+    recipe_processes,
     recipe_start,
     serve,
     toyworld_data,
@@ -253,3 +255,22 @@ def test_threads_quick_measures_every_setting_idle_and_busy(tiny_model_dir, tmp_
         assert by_setting["1 thread"]["training"]["stage2"]["samples_per_s"] > 0
     assert "serving c=8 tok/s" in report["ratios"]["one core busy"]
     assert json.loads(out.read_text())["benchmark"] == "threads"
+
+
+def test_recipe_processes_quick_trains_one_stage_in_one_process_and_in_two(tmp_path):
+    out = tmp_path / "recipe_processes.json"
+    report = recipe_processes.main(
+        recipe_processes.parse_args(["--quick", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    )
+    assert report["one_process"]["threads"] == "1x2" and report["two_processes"]["threads"] == "2x1"
+    assert report["one_process"]["s_per_step"] > 0 and report["speedup_a_step"] > 0
+    for arm, batch in (("processes_1", 4), ("processes_2", 2)):  # two processes, half the batch each
+        state = json.loads((tmp_path / "work" / arm / "trainer_state.json").read_text())
+        assert state["global_step"] == 6
+        assert (
+            yaml.safe_load((tmp_path / "work" / "configs" / f"{arm}.yaml").read_text())[
+                "per_device_train_batch_size"
+            ]
+            == batch
+        )
+    assert json.loads(out.read_text())["baseline"] == "1 process of 2 threads"

@@ -384,3 +384,37 @@ def test_a_set_is_reused_only_when_task_seeds_and_hints_match(tmp_path):
     assert recipe.built_before(data, want, (0.5, 0)) == data / "refresh"  # the hints this run would add
     assert recipe.built_before(data, want, (0.3, 0)) is None  # other hints: built anew
     assert recipe.built_before(data, want, None) is None  # a set that takes no hints
+
+
+def test_smoke_recipe_in_two_processes_trains_each_stage_data_parallel(tmp_path):
+    work = tmp_path / "toy"
+    final = recipe.main(
+        [
+            *("--workdir", str(work), "--smoke", "--no-install", "--skip_stage2", "--ship", "sft"),
+            *("--focus_task", "color_all", "--refresh_task", "instruct_many_compare3", "--processes", "2"),
+            *("--focus_check", "stage2b=color:0.99"),
+        ]
+    )
+    threads = json.loads((work / "threads.json").read_text())
+    assert {threads[s] for s in ("stage1", "stage2b", "stage2c")} == {"2x1"}  # two processes of one thread
+    for name in ("pretrain", "sft_focus", "sft_refresh"):  # each process half of the smoke batch of 4
+        assert (
+            yaml.safe_load((work / "configs" / f"{name}.yaml").read_text())["per_device_train_batch_size"]
+            == 2
+        )
+    assert [s["step"] for s in map(json.loads, (work / "stage2b" / "skill_check.jsonl").open())] == [
+        3
+    ]  # once
+    before, after = (load_file(work / s / "model.safetensors") for s in ("stage1", "stage2b"))
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    state = json.loads((work / "stage2c" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3 and state["log_history"][-1]["train_loss"] > 0
+    assert (final / "README.md").is_file() and (work / "evals" / "final_sft").is_dir()
+
+
+def test_a_batch_that_does_not_split_over_the_processes_stops_before_any_launch(tmp_path):
+    with pytest.raises(recipe.ConfigError, match="does not split over 3 processes"):
+        recipe.launch_stage("sft", "sft_focus", tmp_path, 3, "", {"per_device_train_batch_size": 8})
+    assert not (tmp_path / "configs").exists()
+    with pytest.raises(ValueError, match="processes must be >= 1"):
+        recipe.RecipeArgs(processes=0)

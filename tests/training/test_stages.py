@@ -324,3 +324,27 @@ def test_shuffled_batches_keep_lengths_together_in_a_random_order():
     tops = [max(b) for b in batches]
     # not sorted within each stretch of mega-batches: long and short batches alternate
     assert sum(a > b for a, b in zip(tops[:-1], tops[1:], strict=True)) < 0.75 * len(tops)
+
+
+def test_processes_of_a_distributed_run_draw_one_order_from_their_own_seeded_generator():
+    from training.common import ShuffledBatchesSampler
+
+    lengths = torch.randint(20, 500, (320,), generator=torch.Generator().manual_seed(0)).tolist()
+    # one process: torch's global generator, as before (accelerate leaves a sampler without `generator` alone)
+    assert not hasattr(ShuffledBatchesSampler(8, lengths), "generator")
+    # each process's sampler, seeded alike, then the global generator of one moved on (as a process that ran other
+    # batches moves it): the order is the same, and the next epoch's too
+    rank0, rank1 = (ShuffledBatchesSampler(16, lengths, torch.Generator().manual_seed(3)) for _ in range(2))
+    first = list(rank0)
+    torch.rand(1000)
+    assert list(rank1) == first and list(rank0) == list(rank1) != first
+    assert sorted(first) == list(range(320))
+
+    # grouped by the whole step's batch (16 over two processes of 8), the rows of a step are alike in length; grouped
+    # by a process's share (as before session 53), a step joins two random groups and one process waits on the other
+    def spread(batch_size: int) -> float:
+        order = list(ShuffledBatchesSampler(batch_size, lengths, torch.Generator().manual_seed(3)))
+        steps = [[lengths[i] for i in order[k : k + 16]] for k in range(0, 320, 16)]
+        return sum(max(s) - min(s) for s in steps) / len(steps)
+
+    assert spread(16) < 0.5 * spread(8)
