@@ -314,9 +314,8 @@ class ShuffledBatchesSampler(torch.utils.data.Sampler):
 
     def __init__(self, batch_size: int, lengths: list[int], generator: torch.Generator | None = None):
         self.batch_size, self.lengths = batch_size, lengths
-        if (
-            generator is not None
-        ):  # only then: accelerate gives a sampler with a `generator` attribute one of its own
+        # only then: accelerate gives a sampler that has a `generator` attribute one of its own
+        if generator is not None:
             self.generator = generator
 
     def __len__(self) -> int:
@@ -425,13 +424,11 @@ def save_final(trainer, processor, output_dir: str | Path, peft: bool) -> Path:
     """The finished stage as one directory: a full model (loads everywhere) or an adapter plus the processor."""
     out = Path(output_dir)
     trainer.save_state()  # trainer_state.json with the loss history, beside the weights
-    first = (
-        trainer.is_world_process_zero()
-    )  # one process writes: a distributed run's others hold the same weights
+    # one process writes: a distributed run's others hold the same weights
+    first = trainer.is_world_process_zero()
     if peft:
-        trainer.save_model(
-            str(out)
-        )  # adapter weights + adapter_config.json (the Trainer's own first process)
+        # adapter weights + adapter_config.json (the Trainer writes them from one process)
+        trainer.save_model(str(out))
         if first:
             processor.save_pretrained(out)
     elif first:

@@ -158,9 +158,10 @@ class RecipeArgs:
         metadata={
             "help": "CPU processes each supervised stage (1, 2 and the focus phase) trains in: above 1, `accelerate "
             "launch` runs it data-parallel over gloo, each process at its share of the stage's threads and batch (the "
-            "batch a step sees is unchanged; it must split evenly). Two processes of one thread train 1.18x as fast "
-            "as one of two threads on a 2-core machine (benchmarks/recipe_processes.py); the weights differ from one "
-            "process's as another batch order's would (docs/recipe.md, session 53)."
+            "batch a step sees is unchanged; it must split evenly). On a 2-core machine two processes of one thread "
+            "took 1.03-1.17x less time a step than one of two threads (stage 2 whole: 1.03x; "
+            "benchmarks/recipe_processes.py), and the weights differ from one process's as another lineage's do "
+            "(docs/recipe.md, session 53)."
         },
     )
     ship: str = field(
