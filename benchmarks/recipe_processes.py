@@ -72,9 +72,7 @@ def seconds_a_step(output_dir: Path, warmup: int) -> float:
 
 def arm(args: RecipeProcessesArgs, work: Path, data: Path, processes: int) -> dict:
     """One arm: the stage's YAML as the recipe writes it, run in `processes` processes; its seconds."""
-    import yaml
-
-    from training.recipe import launch_stage, stage_yaml
+    from training.recipe import launch_stage, save_stage_yaml, stage_yaml
 
     name = f"processes_{processes}"
     settings = dict(
@@ -92,9 +90,7 @@ def arm(args: RecipeProcessesArgs, work: Path, data: Path, processes: int) -> di
     )
     start = time.perf_counter()
     if processes == 1:  # the recipe's own call, in a process of its own as the other arm's are
-        config = work / "configs" / f"{name}.yaml"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(yaml.safe_dump(stage_yaml("sft_focus", work, **settings), sort_keys=False))
+        config = save_stage_yaml(stage_yaml("sft_focus", work, **settings), work, name)
         subprocess.run(
             [sys.executable, str(ROOT / "training" / "sft.py"), "--config", str(config)], check=True
         )

@@ -609,11 +609,16 @@ def stage_yaml(name: str, work: Path, **overrides) -> dict:
 def stage_config(name: str, work: Path, parsers: tuple, saved_as: str = "", **overrides) -> tuple:
     """Parse configs/toy/NAME.yaml with its runs/toy/ paths moved under `work`; the config as run is kept as
     work/configs/NAME.yaml (or SAVED_AS.yaml: a stage that reuses another's YAML, as stage 2b2 does 2b's)."""
-    config = stage_yaml(name, work, **overrides)
-    path = work / "configs" / f"{saved_as or name}.yaml"
+    path = save_stage_yaml(stage_yaml(name, work, **overrides), work, saved_as or name)
+    return TrlParser(parsers).parse_args_and_config(args=["--config", str(path)])
+
+
+def save_stage_yaml(config: dict, work: Path, name: str) -> Path:
+    """A stage's config as run, kept as work/configs/NAME.yaml."""
+    path = work / "configs" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return TrlParser(parsers).parse_args_and_config(args=["--config", str(path)])
+    return path
 
 
 def free_port() -> int:
@@ -641,9 +646,7 @@ def launch_stage(script: str, name: str, work: Path, processes: int, saved_as: s
 
     threads = max(1, int(config.get("threads") or usable_cpus()) // processes)
     config.update(per_device_train_batch_size=batch // processes, threads=threads)
-    path = work / "configs" / f"{saved_as or name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path = save_stage_yaml(config, work, saved_as or name)
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(ROOT / "configs" / "accelerate" / "cpu_ddp2.yaml"),
@@ -775,15 +778,18 @@ def run(args: RecipeArgs) -> Path:
     threads: dict[str, int | str] = json.loads(threads_file.read_text()) if threads_file.is_file() else {}
     metrics: dict[str, dict] = {}
 
-    def timed(name: str, fn, *a):
+    def timed(name: str, fn, *a, ran_with: Callable[[Any], int | str] | None = None):
+        """fn(*a), its seconds and threads recorded under `name`; the threads are this process's torch threads,
+        or ran_with(result) for work done in other processes."""
         start = time.perf_counter()
         result = fn(*a)
         seconds = round(time.perf_counter() - start, 1)
         if isinstance(result, Reused) and name in timings:
             log.info("%s: done before (%.0f s then)", name, timings[name])
         else:
-            timings[name], threads[name] = seconds, torch.get_num_threads()
-            log.info("%s: %.0f s (%d torch threads)", name, seconds, threads[name])
+            timings[name] = seconds
+            threads[name] = ran_with(result) if ran_with else torch.get_num_threads()
+            log.info("%s: %.0f s (torch threads: %s)", name, seconds, threads[name])
             timings_file.write_text(json.dumps(timings, indent=1))
             threads_file.write_text(json.dumps(threads, indent=1))
         return result
@@ -799,9 +805,7 @@ def run(args: RecipeArgs) -> Path:
         data = timed("data", make_data, args, work, stage0_job.threads if stage0_job else 0)
     if stage0_job:
         # the seconds stage 0 adds after the data step, so that a build's timings still add up to its wall time
-        timed("stage0_after_data", stage0_job.wait)
-        threads["stage0_after_data"] = stage0_job.threads
-        threads_file.write_text(json.dumps(threads, indent=1))
+        timed("stage0_after_data", stage0_job.wait, ran_with=lambda _: stage0_job.threads)
     report_file = stage0 / "stage0_report.json"
     stage0_report = json.loads(report_file.read_text()) if report_file.is_file() else {}
 
@@ -915,11 +919,8 @@ def run(args: RecipeArgs) -> Path:
             saved_as = out_name if out_name in pinned and out_name != "stage2b" else ""
             script = {pretrain.main: "pretrain", sft.main: "sft"}.get(main)  # DPO stays in this process
             if args.processes > 1 and script:  # in processes of their own, as `accelerate launch` runs them
-                ran = timed(
-                    out_name, launch_stage, script, config_name, work, args.processes, saved_as, settings
-                )
-                threads[out_name] = ran
-                threads_file.write_text(json.dumps(threads, indent=1))
+                launch = (script, config_name, work, args.processes, saved_as, settings)
+                timed(out_name, launch_stage, *launch, ran_with=str)  # launch_stage returns "2x1"
             else:
                 timed(out_name, main, *stage_config(config_name, work, parsers, saved_as, **settings))
         if out_name != "stage3":

@@ -267,10 +267,6 @@ def test_recipe_processes_quick_trains_one_stage_in_one_process_and_in_two(tmp_p
     for arm, batch in (("processes_1", 4), ("processes_2", 2)):  # two processes, half the batch each
         state = json.loads((tmp_path / "work" / arm / "trainer_state.json").read_text())
         assert state["global_step"] == 6
-        assert (
-            yaml.safe_load((tmp_path / "work" / "configs" / f"{arm}.yaml").read_text())[
-                "per_device_train_batch_size"
-            ]
-            == batch
-        )
+        config = yaml.safe_load((tmp_path / "work" / "configs" / f"{arm}.yaml").read_text())
+        assert config["per_device_train_batch_size"] == batch
     assert json.loads(out.read_text())["baseline"] == "1 process of 2 threads"

@@ -398,13 +398,10 @@ def test_smoke_recipe_in_two_processes_trains_each_stage_data_parallel(tmp_path)
     threads = json.loads((work / "threads.json").read_text())
     assert {threads[s] for s in ("stage1", "stage2b", "stage2c")} == {"2x1"}  # two processes of one thread
     for name in ("pretrain", "sft_focus", "sft_refresh"):  # each process half of the smoke batch of 4
-        assert (
-            yaml.safe_load((work / "configs" / f"{name}.yaml").read_text())["per_device_train_batch_size"]
-            == 2
-        )
-    assert [s["step"] for s in map(json.loads, (work / "stage2b" / "skill_check.jsonl").open())] == [
-        3
-    ]  # once
+        config = yaml.safe_load((work / "configs" / f"{name}.yaml").read_text())
+        assert config["per_device_train_batch_size"] == 2
+    checks = [json.loads(line) for line in (work / "stage2b" / "skill_check.jsonl").open()]
+    assert [c["step"] for c in checks] == [3]  # recorded once, by one process
     before, after = (load_file(work / s / "model.safetensors") for s in ("stage1", "stage2b"))
     assert any(not torch.equal(before[k], after[k]) for k in before)
     state = json.loads((work / "stage2c" / "trainer_state.json").read_text())
