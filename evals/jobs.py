@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .chair import score_chair, score_relations, score_texts
+from .chair import score_chair, score_relations, score_repeats, score_texts
 from .clients import AnswerClient, EvalError, InProcessClient, OpenAIClient, endpoint_model
 from .config import EvalArgs
 from .data import Dataset, load_chair, load_judge, load_pope, load_qa
@@ -80,6 +80,7 @@ def _ocr_sections(rows: list[dict[str, Any]], answers: list[str]) -> Sections:
 def _chair_sections(vocabulary: str) -> Scorer:
     def sections(rows: list[dict[str, Any]], answers: list[str]) -> Sections:
         out = {"all": flatten(score_chair(answers, [set(r["objects"]) for r in rows], vocabulary))}
+        out["repeats"] = score_repeats(answers)
         if rows and all("layout" in r for r in rows):
             out["relations"] = score_relations(answers, [r["layout"] for r in rows])
         if rows and all("texts" in r for r in rows):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from assistant.toyworld import COLORS
-from evals.chair import score_chair, score_relations, score_texts
+from evals.chair import score_chair, score_relations, score_repeats, score_texts
 from evals.judge import parse_rating, score_judge
 from evals.ocr import anls_one, levenshtein, score_ocr
 from evals.parsing import find_numbers, find_options, parse_yes_no, parse_yes_no_pope_original
@@ -202,3 +202,16 @@ def test_texts_hand_computed_on_the_scenes_texts():
     s = score_texts(descriptions, [["open"], [], ["SALE"], ["HI"]])
     assert (s["stated"], s["right"], s["descriptions_with_invented"]) == (4, 2, 2)
     assert s["per_description"] == 1.0 and s["invented_per_description"] == 0.5
+
+
+def test_repeats_count_sentences_said_again_within_one_description():
+    descriptions = [
+        "There is a red star at the top. There is a red star  at the top! There is a blue circle. there is a RED star at the top.",
+        "There is a red star at the top. The star is above the circle.",  # nothing said twice
+        "The star is left of the circle. The circle is right of the star.",  # the same fact, other words: not counted
+        "",
+    ]
+    s = score_repeats(descriptions)
+    assert (s["repeated_sentences"], s["descriptions_with_repeats"]) == (2, 1)
+    assert s["per_description"] == 0.5
+    assert score_repeats(["A. A. A."])["repeated_sentences"] == 2
