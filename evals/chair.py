@@ -12,11 +12,11 @@ of ground-truth objects mentioned) is reported beside it, since an empty descrip
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from assistant.toyworld import chair_words
+from assistant.toyworld.relations import sentences
 
 from .vocab_coco import coco_chair_words
 
@@ -123,9 +123,6 @@ def score_texts(descriptions: Sequence[str], texts: Sequence[Sequence[str]]) -> 
     }
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
 def score_repeats(descriptions: Sequence[str]) -> dict[str, float | int]:
     """Sentences that say again what an earlier sentence of the same description said, word for word (case, spacing
     and the closing mark ignored): "There is a small green heart at the top." twice. CHAIR counts a repeated object
@@ -136,7 +133,7 @@ def score_repeats(descriptions: Sequence[str]) -> dict[str, float | int]:
     for text in descriptions:
         seen: set[str] = set()
         mine = 0
-        for sentence in _SENTENCE_END.split(text.strip()):
+        for sentence in sentences(text):
             key = " ".join(sentence.lower().rstrip(".!?").split())
             if key:
                 mine += key in seen

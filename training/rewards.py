@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Collection, Sequence
 
 from assistant.toyworld import chair_words
-from assistant.toyworld.relations import layout_objects, relation_accuracy, text_accuracy
+from assistant.toyworld.relations import layout_objects, relation_accuracy, sentences, text_accuracy
 from assistant.toyworld.scene import ObjectGT
 from assistant.toyworld.vocab import COLOR_NAMES
 
@@ -140,8 +140,8 @@ def format_reward(text: str, ended: bool = True) -> float:
     ended (`ended` False: cut at the length limit)."""
     if not ended:
         return -1.0
-    sentences = [s.strip().lower() for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s.strip()]
-    repeats = len(sentences) - len(set(sentences))
+    said = [s.lower() for s in sentences(text)]
+    repeats = len(said) - len(set(said))
     return max(-1.0, 1.0 - 0.5 * repeats)
 
 

@@ -142,6 +142,15 @@ def where(region_name: str) -> str:
     return f"at the {region_name}"
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def sentences(text: str) -> list[str]:
+    """A description's sentences, each stripped, empty ones left out (a sentence ends at ".", "!" or "?" before
+    whitespace)."""
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
 _NAME_RE = rf"(?:(?:{'|'.join(SIZES)}) )?(?:(?:{'|'.join(COLOR_NAMES)}) )?(?:{'|'.join(SHAPES)})"
 _RELATION_SENTENCE = re.compile(
     rf"\bthe ({_NAME_RE}) is ({'|'.join(RELATION_PHRASES.values())}) the ({_NAME_RE})\b"
